@@ -1,0 +1,72 @@
+"""One full sample of the machine and (optionally) an engine, as a frozen ``Snapshot``."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+from probes.engine import EngineReader, NoSuchProcess
+from probes.models import Snapshot, Topology
+from probes.roots import SysRoots
+from probes.textio import read_text
+from probes.topology import read_nodes_memory, read_topology
+
+
+def kernel_release(roots: SysRoots) -> str:
+    text = read_text(roots.proc / "sys" / "kernel" / "osrelease", quiet_missing=True)
+    return text or os.uname().release
+
+
+def host_name(roots: SysRoots) -> str:
+    text = read_text(roots.proc / "sys" / "kernel" / "hostname", quiet_missing=True)
+    return text or socket.gethostname()
+
+
+class SnapshotReader:
+    """Takes snapshots repeatedly: topology once (refreshed on demand), node memory every time.
+
+    Node totals are re-read on every sample: some kernels online memory lazily, so a node's
+    MemTotal grows while the engine runs.
+    """
+
+    def __init__(self, roots: SysRoots, pid: int | None = None) -> None:
+        self.roots = roots
+        self.topology: Topology = read_topology(roots)
+        self.engine_reader = EngineReader(roots, pid) if pid is not None else None
+        self.host = host_name(roots)
+        self.kernel = kernel_release(roots)
+
+    def attach(self, pid: int | None) -> None:
+        if self.engine_reader is not None:
+            self.engine_reader.close()
+        self.engine_reader = EngineReader(self.roots, pid) if pid is not None else None
+
+    def refresh_topology(self) -> None:
+        self.topology = read_topology(self.roots)
+
+    def read(self, *, numa_maps_max_age: float = 0.0, late_seconds: float = 0.0) -> Snapshot:
+        """One sample. A vanished engine is not an error: the snapshot says so in ``degraded``."""
+        t0 = time.perf_counter()
+        mem, problems = read_nodes_memory(self.roots, self.topology.node_ids)
+        nodes = tuple(n.model_copy(update={"memory": mem.get(n.id, n.memory)}) for n in self.topology.nodes)
+        topo = self.topology.model_copy(update={"nodes": nodes})
+        degraded = list(topo.degraded) + problems
+        engine = None
+        if self.engine_reader is not None:
+            try:
+                engine = self.engine_reader.read(topo.cpu_to_node(), numa_maps_max_age=numa_maps_max_age)
+            except NoSuchProcess as exc:
+                degraded.append(f"process {exc.args[0]} exited")
+            for p in engine.processes if engine else ():
+                degraded.extend(f"{p.pid}: {d}" for d in p.degraded if "exited" not in d)
+        return Snapshot(
+            taken_at=time.time(),
+            host=self.host,
+            kernel=self.kernel,
+            topology=topo,
+            engine=engine,
+            sample_seconds=time.perf_counter() - t0,
+            late_seconds=late_seconds,
+            degraded=tuple(dict.fromkeys(degraded)),
+        )
