@@ -154,4 +154,3 @@ def entry() -> NoReturn:  # pragma: no cover
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
-

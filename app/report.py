@@ -100,15 +100,20 @@ def snapshot_text(snap: Snapshot) -> str:
     for n in topo.nodes:
         d = " ".join(str(n.distances[k]) for k in sorted(n.distances))
         lines.append(
-            f"{n.id:>4}  {format_cpulist(n.cpus) or '(no CPUs)':<20} {gib(n.total_bytes):>10} {gib(n.free_bytes):>10}  {d}"
+            f"{n.id:>4}  {format_cpulist(n.cpus) or '(no CPUs)':<20} "
+            f"{gib(n.total_bytes):>10} {gib(n.free_bytes):>10}  {d}"
         )
     if snap.engine is not None:
         e = snap.engine
         c = e.config
-        lines += ["", f"engine root {e.root_pid}" + (f" · model {c.model}" if c.model else "")
-                  + (f" · TP={c.tensor_parallel_size} PP={c.pipeline_parallel_size}" if e.is_vllm else "")
-                  + (f" · bind {c.omp_threads_bind}" if c.omp_threads_bind else "")
-                  + (f" · KV {c.kv_cache_gib} GiB" if c.kv_cache_gib is not None else "")]
+        lines += [
+            "",
+            f"engine root {e.root_pid}"
+            + (f" · model {c.model}" if c.model else "")
+            + (f" · TP={c.tensor_parallel_size} PP={c.pipeline_parallel_size}" if e.is_vllm else "")
+            + (f" · bind {c.omp_threads_bind}" if c.omp_threads_bind else "")
+            + (f" · KV {c.kv_cache_gib} GiB" if c.kv_cache_gib is not None else ""),
+        ]
         lines.append(f"{'pid':>7}  {'role':<12} {'rank':>4} {'rss':>10}  {'policy':<14} {'threads':>7}  per node")
         for p in e.processes:
             per = " ".join(f"N{k}={gib(v)}" for k, v in sorted(p.node_bytes.items()))

@@ -266,7 +266,9 @@ def read_topology(roots: SysRoots, *, with_memory: bool = True) -> Topology:
     )
 
 
-def read_nodes_memory(roots: SysRoots, node_ids: list[int] | tuple[int, ...]) -> tuple[dict[int, NodeMemory], list[str]]:
+def read_nodes_memory(
+    roots: SysRoots, node_ids: list[int] | tuple[int, ...]
+) -> tuple[dict[int, NodeMemory], list[str]]:
     """Re-read only node memory (cheap, every sample) for known node ids."""
     problems = Problems()
     out: dict[int, NodeMemory] = {}

@@ -18,7 +18,21 @@ from probes.secrets import mask_argv
 _WORKER = re.compile(r"^(?:VLLM::)?Worker(?:_PP(\d+))?(?:_TP(\d+))?(?:_[A-Z]+\d+)*$")
 _ENGINE = re.compile(r"^(?:VLLM::)?EngineCore(?:_DP\d+)?$")
 _APISERVER = re.compile(r"^(?:VLLM::)?(?:APIServer|ApiServer)(?:_\d+)?$")
-SHELLS = {"bash", "sh", "zsh", "fish", "dash", "tmux", "tmux: server", "screen", "sshd", "systemd", "init", "su", "sudo"}
+SHELLS = {
+    "bash",
+    "sh",
+    "zsh",
+    "fish",
+    "dash",
+    "tmux",
+    "tmux: server",
+    "screen",
+    "sshd",
+    "systemd",
+    "init",
+    "su",
+    "sudo",
+}
 
 
 @dataclass(frozen=True)
