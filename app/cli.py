@@ -110,22 +110,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_roots(p)
     p.set_defaults(func=cmd_discover)
 
-    for register in _extra_commands():
-        register(sub)
+    for mod in _command_modules():
+        mod.register(sub)
     return parser
 
 
-def _extra_commands():
-    """Subcommands that live in their own modules (planner, launcher, exporter, TUI …)."""
+#: modules that add subcommands; each has ``register(subparsers)`` and imports its heavy
+#: dependencies (Textual, the planner, prometheus-client) only inside its handlers
+COMMAND_MODULES = ("app.cmd_tui", "app.cmd_plan", "app.cmd_relaunch", "app.cmd_explain", "app.cmd_export")
+
+
+def _command_modules():
+    import importlib
+
     out = []
-    for modname in ("app.commands",):
+    for modname in COMMAND_MODULES:
         try:
-            mod = __import__(modname, fromlist=["register"])
+            out.append(importlib.import_module(modname))
         except ModuleNotFoundError as exc:
             if exc.name != modname:
                 raise
-            continue
-        out.extend(mod.REGISTER)
     return out
 
 
