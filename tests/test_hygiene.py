@@ -1,0 +1,41 @@
+"""Layering rules: probes, planner and launcher never import Textual; secrets never leak."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from probes.process import relevant_env
+from probes.secrets import mask_argv, mask_env
+
+NO_TEXTUAL = ["probes", "probes.snapshot", "probes.engine", "app.cli", "app.report", "app.seedbox"]
+
+
+@pytest.mark.parametrize("module", [*NO_TEXTUAL, "app.planner", "app.launcher", "app.cmd_plan"])
+def test_module_does_not_import_textual(module):
+    code = (
+        "import importlib, sys\n"
+        f"try:\n    importlib.import_module({module!r})\n"
+        "except ModuleNotFoundError as e:\n"
+        f"    print('absent' if e.name == {module!r} else 'broken:' + str(e)); raise SystemExit\n"
+        "print('textual' if any(m == 'textual' or m.startswith('textual.') for m in sys.modules) else 'clean')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    result = out.stdout.strip()
+    if result == "absent":
+        pytest.skip(f"{module} does not exist yet")
+    assert result == "clean", f"{module}: {result}"
+
+
+def test_secrets_masked_in_env_and_argv():
+    env = {"HF_TOKEN": "hf_abc", "OPENAI_API_KEY": "sk-1", "DB_PASSWORD": "pw", "VLLM_CPU_KVCACHE_SPACE": "4"}
+    masked = mask_env(env)
+    assert masked["VLLM_CPU_KVCACHE_SPACE"] == "4"
+    assert "hf_abc" not in str(masked) and "sk-1" not in str(masked) and "pw" not in masked.values()
+    assert relevant_env(env) == {"HF_TOKEN": "****", "VLLM_CPU_KVCACHE_SPACE": "4"}
+    argv = mask_argv(["vllm", "serve", "m", "--api-key", "s3cret", "--hf-token=hf_x", "--port", "8000"])
+    assert "s3cret" not in argv and "hf_x" not in " ".join(argv)
+    assert argv[-2:] == ["--port", "8000"]
