@@ -6,8 +6,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from probes.cgroup import read_cgroup
-from probes.models import Engine, EngineConfig, NumaMaps, Process, Role
+from probes.cgroup import cgroup_path, read_cgroup
+from probes.models import Cgroup, Engine, EngineConfig, NumaMaps, Process, Role
 from probes.numa_maps import read_numa_maps
 from probes.process import (
     children_map,
@@ -22,7 +22,7 @@ from probes.process import (
 from probes.roots import SysRoots
 from probes.textio import Problems
 from probes.threads import ThreadReader
-from probes.vllm import SHELLS, classify, engine_config, vllm_version_near
+from probes.vllm import SHELLS, RoleInfo, classify, engine_config, vllm_version_near
 
 
 class NoSuchProcess(LookupError):
@@ -128,20 +128,111 @@ def _descendants(root: int, kids: dict[int, list[int]]) -> list[int]:
     return out
 
 
+def _statm_resident(proc: Path, pid: int) -> int | None:
+    try:
+        with open(f"{proc}/{pid}/statm", "rb") as fh:
+            return int(fh.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _migrations(proc: Path) -> int:
+    """Pages the kernel has migrated between nodes since boot (NUMA balancing, migrate_pages)."""
+    total = 0
+    try:
+        with open(f"{proc}/vmstat", "rb") as fh:
+            for line in fh:
+                if line.startswith((b"pgmigrate_success ", b"numa_pages_migrated ")):
+                    total += int(line.split()[1])
+    except (OSError, ValueError):
+        return -1
+    return total
+
+
+@dataclass(frozen=True)
+class _Static:
+    cmdline: tuple[str, ...]
+    role: RoleInfo
+    env: dict[str, str]
+    exe: str | None
+    cwd: str | None
+    user: str | None
+    cgroup_key: str
+
+
 class EngineReader:
     """Reads one engine tree repeatedly; keeps thread descriptors and numa_maps results between reads.
 
-    ``numa_maps_max_age`` bounds how stale a process's numa_maps may be; reading it is the costly
-    part of a sample (page-table walk), so callers pass 0 to force a read and a larger age to reuse.
+    Reading ``numa_maps`` is the costly part of a sample (the kernel walks page tables, ~40 ns per
+    resident page), so a previous read is reused while it is provably current: the process's
+    resident page count (``statm``) has not changed and the kernel has migrated no page between
+    nodes (``/proc/vmstat``). ``numa_maps_max_age`` caps how long a read may be reused even then;
+    0 forces a read of every process.
+
+    The set of processes in the tree is rescanned every ``tree_rescan`` seconds (scanning means
+    reading every process's ``stat`` on the machine), and at once when a known process vanishes.
     """
 
-    def __init__(self, roots: SysRoots, pid: int) -> None:
+    def __init__(self, roots: SysRoots, pid: int, *, tree_rescan: float = 2.0) -> None:
         self.roots = roots
         self.attach_pid = pid
         self.threads = ThreadReader(roots.proc)
-        self._numa: dict[tuple[int, int], tuple[float, NumaMaps]] = {}
+        self.tree_rescan = tree_rescan
+        self._numa: dict[tuple[int, int], tuple[float, int | None, int, NumaMaps]] = {}
         self._config: tuple[int, int, EngineConfig] | None = None
+        self._tree: tuple[float, int, list[int]] | None = None
         self.last_numa_maps_seconds = 0.0
+        self.numa_maps_reads = 0
+        self.numa_maps_reused = 0
+        self._static: dict[tuple[int, int], _Static] = {}
+
+    def _static_info(
+        self, pid: int, starttime: int, cmdline: tuple[str, ...], comm: str, is_root: bool, uid: int | None
+    ) -> _Static:
+        """What does not change while a process lives: read once per (pid, starttime).
+
+        A process is re-read while it still looks like ``other``: vLLM's engine and workers start
+        as ``python -c from multiprocessing…`` and retitle themselves a moment later.
+        """
+        key = (pid, starttime)
+        cached = self._static.get(key)
+        if cached is not None and (cached.role.role != Role.OTHER or cached.cmdline == cmdline):
+            return cached
+        proc = self.roots.proc
+        info = classify(cmdline, comm)
+        env: dict[str, str] = {}
+        if info.role in (Role.API_SERVER, Role.WORKER) or is_root:
+            raw = read_environ(proc, pid, Problems())
+            env = relevant_env(raw) if raw else {}
+        quiet = Problems()
+        cg_path = cgroup_path(self.roots, pid, quiet)
+        st = _Static(
+            cmdline=cmdline,
+            role=info,
+            env=env,
+            exe=read_link(proc, pid, "exe", quiet),
+            cwd=read_link(proc, pid, "cwd", quiet),
+            user=user_name(uid) if uid is not None else None,
+            cgroup_key=cg_path or f"pid:{pid}",
+        )
+        self._static[key] = st
+        return st
+
+    def _scan_tree(self, now: float) -> tuple[int, list[int]]:
+        proc = self.roots.proc
+        if self._tree is not None:
+            at, root, tree = self._tree
+            if now - at < self.tree_rescan and all((proc / str(p)).is_dir() for p in tree):
+                return root, tree
+        pids = list_pids(proc)
+        ppids = _ppid_map(proc, pids)
+        root = find_root(self.roots, self.attach_pid, ppids)
+        kids: dict[int, list[int]] = {}
+        for c, p in ppids.items():
+            kids.setdefault(p, []).append(c)
+        tree = _descendants(root, kids)
+        self._tree = (now, root, tree)
+        return root, tree
 
     def close(self) -> None:
         self.threads.close()
@@ -162,15 +253,11 @@ class EngineReader:
         proc = self.roots.proc
         if not (proc / str(self.attach_pid)).is_dir():
             raise NoSuchProcess(self.attach_pid)
-        pids = list_pids(proc)
-        ppids = _ppid_map(proc, pids)
-        root = find_root(self.roots, self.attach_pid, ppids)
-        kids: dict[int, list[int]] = {}
-        for c, p in ppids.items():
-            kids.setdefault(p, []).append(c)
-        tree = _descendants(root, kids)
         now = time.monotonic()
+        root, tree = self._scan_tree(now)
+        migrations = _migrations(proc) if numa_maps_max_age > 0 else -1
         processes: list[Process] = []
+        cgroups: dict[str, Cgroup | None] = {}
         alive_tids: set[int] = set()
         numa_cost = 0.0
         root_start = 0
@@ -183,28 +270,37 @@ class EngineReader:
             problems.extend(b.problems)
             if pid == root:
                 root_start = b.starttime
-            info = classify(b.cmdline, b.comm)
+            static = self._static_info(pid, b.starttime, b.cmdline, b.comm, pid == root, b.uid)
+            info = static.role
             is_vllm = is_vllm or info.role != Role.OTHER
             threads = self.threads.read(pid, cpu_node, problems)
             alive_tids.update(t.tid for t in threads)
             key = (pid, b.starttime)
             cached = self._numa.get(key)
             nm: NumaMaps | None
-            if cached is not None and now - cached[0] <= numa_maps_max_age:
-                nm = cached[1]
+            resident = _statm_resident(proc, pid) if numa_maps_max_age > 0 else None
+            if (
+                cached is not None
+                and now - cached[0] <= numa_maps_max_age
+                and resident is not None
+                and resident == cached[1]
+                and migrations >= 0
+                and migrations == cached[2]
+            ):
+                nm = cached[3]
+                self.numa_maps_reused += 1
             else:
                 nm = read_numa_maps(proc, pid, problems)
+                self.numa_maps_reads += 1
                 if nm is not None:
-                    self._numa[key] = (now, nm)
+                    self._numa[key] = (now, resident, migrations, nm)
                     numa_cost += nm.read_seconds
                 elif cached is not None:
-                    nm = cached[1]
-            cg = read_cgroup(self.roots, pid, Problems())
+                    nm = cached[3]
+            if static.cgroup_key not in cgroups:
+                cgroups[static.cgroup_key] = read_cgroup(self.roots, pid, Problems())
+            cg = cgroups[static.cgroup_key]
             node_bytes = dict(nm.node_bytes) if nm else {}
-            env: dict[str, str] = {}
-            if info.role in (Role.API_SERVER, Role.WORKER) or pid == root:
-                raw = read_environ(proc, pid, Problems())
-                env = relevant_env(raw) if raw else {}
             processes.append(
                 Process(
                     pid=pid,
@@ -215,10 +311,10 @@ class EngineReader:
                     tp_rank=info.tp_rank,
                     pp_rank=info.pp_rank,
                     label=info.label,
-                    exe=read_link(proc, pid, "exe", Problems()),
-                    cwd=read_link(proc, pid, "cwd", Problems()),
+                    exe=static.exe,
+                    cwd=static.cwd,
                     uid=b.uid,
-                    user=user_name(b.uid),
+                    user=static.user,
                     starttime=b.starttime,
                     rss_bytes=b.rss_bytes,
                     node_bytes=node_bytes,
@@ -227,7 +323,7 @@ class EngineReader:
                     cpus_allowed=b.cpus_allowed,
                     mems_allowed=b.mems_allowed,
                     threads=tuple(threads),
-                    env=env,
+                    env=static.env,
                     cgroup=cg,
                     degraded=tuple(problems.items),
                 )
@@ -235,6 +331,7 @@ class EngineReader:
         self.threads.forget_missing(alive_tids)
         live_keys = {(p.pid, p.starttime) for p in processes}
         self._numa = {k: v for k, v in self._numa.items() if k in live_keys}
+        self._static = {k: v for k, v in self._static.items() if k in live_keys}
         self.last_numa_maps_seconds = numa_cost
         cfg = self._config_for(root, root_start, Problems()) if is_vllm else EngineConfig()
         tp = max(1, cfg.tensor_parallel_size)

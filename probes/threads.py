@@ -63,6 +63,7 @@ class ThreadReader:
 
     def __init__(self, proc: Path) -> None:
         self.proc = proc
+        self._proc_s = str(proc)
         self._live = proc == Path("/proc")
         self._fds: dict[int, int] = {}
         self._prev: dict[tuple[int, int], tuple[int, float]] = {}
@@ -80,11 +81,10 @@ class ThreadReader:
 
     def _read_stat(self, pid: int, tid: int) -> str | None:
         fd = self._fds.get(tid)
-        path = self.proc / str(pid) / "task" / str(tid) / "stat"
         for attempt in range(2):
             if fd is None:
                 try:
-                    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                    fd = os.open(f"{self._proc_s}/{pid}/task/{tid}/stat", os.O_RDONLY | os.O_CLOEXEC)
                 except OSError:
                     return None
                 self._fds[tid] = fd
@@ -122,7 +122,7 @@ class ThreadReader:
 
     def read(self, pid: int, cpu_node: dict[int, int], problems: Problems) -> list[Thread]:
         """Threads of one process. Threads that vanish mid-read are silently dropped."""
-        tdir = self.proc / str(pid) / "task"
+        tdir = f"{self._proc_s}/{pid}/task"
         try:
             tids = sorted(int(t) for t in os.listdir(tdir) if t.isdigit())
         except PermissionError:
@@ -138,7 +138,7 @@ class ThreadReader:
                 continue
             st = parse_stat(text)
             if st is None:
-                problems.add(f"garbled: {tdir / str(tid) / 'stat'}")
+                problems.add(f"garbled: {tdir}/{tid}/stat")
                 continue
             ticks = st.utime + st.stime
             key = (tid, st.starttime)

@@ -142,3 +142,36 @@ def test_bad_input_is_one_line_exit_2(args, message):
     assert message in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
     assert "Traceback" not in out.stderr
+
+
+GROWER = (
+    "import sys\n"
+    "a = bytearray(32 * 2**20)\n"
+    "for i in range(0, len(a), 4096): a[i] = 1\n"
+    "print('ready', flush=True)\n"
+    "sys.stdin.readline()\n"
+    "b = bytearray(96 * 2**20)\n"
+    "for i in range(0, len(b), 4096): b[i] = 1\n"
+    "print('grown', flush=True)\n"
+    "sys.stdin.readline()\n"
+)
+
+
+def test_reused_numa_maps_are_reread_when_the_process_grows():
+    """numa_maps reuse (the cheap path) must never show stale per-node bytes."""
+    p = subprocess.Popen([sys.executable, "-c", GROWER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "ready"
+        reader = EngineReader(LIVE, p.pid)
+        cpu_node = read_topology(LIVE).cpu_to_node()
+        before = sum(reader.read(cpu_node, numa_maps_max_age=3600).processes[0].node_bytes.values())
+        again = sum(reader.read(cpu_node, numa_maps_max_age=3600).processes[0].node_bytes.values())
+        assert reader.numa_maps_reused >= 1 and again == before
+        p.stdin.write("\n")
+        p.stdin.flush()
+        assert p.stdout.readline().strip() == "grown"
+        after = sum(reader.read(cpu_node, numa_maps_max_age=3600).processes[0].node_bytes.values())
+        assert after - before >= 90 * 2**20
+    finally:
+        p.kill()
+        p.wait(timeout=10)
