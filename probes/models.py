@@ -211,6 +211,35 @@ class Process(Frozen):
     degraded: tuple[str, ...] = ()
 
     @property
+    def home_node(self) -> int | None:
+        """The node this process belongs on: its strict single-node bind, else where most threads run.
+
+        This is the one definition used by diagnoses, the exporter and the planner's comparisons.
+        """
+        if self.policy.mode in ("bind", "prefer") and len(self.policy.nodes) == 1:
+            return self.policy.nodes[0]
+        counts = self.thread_nodes
+        if not counts:
+            return None
+        return max(sorted(counts), key=lambda n: counts[n])
+
+    @property
+    def off_node_threads(self) -> int:
+        """Threads whose last CPU is on another node than ``home_node``."""
+        home = self.home_node
+        if home is None:
+            return 0
+        return sum(1 for t in self.threads if t.node is not None and t.node != home)
+
+    @property
+    def remote_bytes(self) -> int:
+        """Resident bytes on nodes other than ``home_node``."""
+        home = self.home_node
+        if home is None:
+            return 0
+        return sum(b for n, b in self.node_bytes.items() if n != home)
+
+    @property
     def thread_nodes(self) -> dict[int, int]:
         """How many threads last ran on each node."""
         out: dict[int, int] = {}

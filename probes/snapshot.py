@@ -23,6 +23,11 @@ def host_name(roots: SysRoots) -> str:
     return text or socket.gethostname()
 
 
+#: how long a process's numa_maps may be reused while statm and vmstat say it is unchanged;
+#: the TUI's sampler and the Prometheus exporter both sample with this rule
+NUMA_MAPS_MAX_AGE = 30.0
+
+
 class SnapshotReader:
     """Takes snapshots repeatedly: topology once (refreshed on demand), node memory every time.
 
