@@ -20,6 +20,7 @@ from probes.process import (
     user_name,
 )
 from probes.roots import SysRoots
+from probes.secrets import mask_argv
 from probes.textio import Problems
 from probes.threads import ThreadReader
 from probes.vllm import SHELLS, RoleInfo, classify, engine_config, vllm_version_near
@@ -306,7 +307,7 @@ class EngineReader:
                     pid=pid,
                     ppid=b.ppid,
                     comm=b.comm,
-                    cmdline=tuple(b.cmdline),
+                    cmdline=tuple(mask_argv(b.cmdline)),
                     role=info.role,
                     tp_rank=info.tp_rank,
                     pp_rank=info.pp_rank,

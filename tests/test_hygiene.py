@@ -39,3 +39,36 @@ def test_secrets_masked_in_env_and_argv():
     argv = mask_argv(["vllm", "serve", "m", "--api-key", "s3cret", "--hf-token=hf_x", "--port", "8000"])
     assert "s3cret" not in argv and "hf_x" not in " ".join(argv)
     assert argv[-2:] == ["--port", "8000"]
+
+
+def test_secret_in_a_real_process_never_reaches_snapshot_output():
+    """A process started with HF_TOKEN in its environment and --api-key on its command line."""
+    import json
+    import os
+
+    env = dict(os.environ, HF_TOKEN="hf_supersecret", VLLM_CPU_KVCACHE_SPACE="3")
+    code = "import time; time.sleep(30)"
+    p = subprocess.Popen([sys.executable, "-c", code, "vllm", "serve", "m", "--api-key", "sk-topsecret"], env=env)
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "app.cli", "snapshot", "--json", "--pid", str(p.pid)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        assert "hf_supersecret" not in out.stdout and "sk-topsecret" not in out.stdout
+        proc = json.loads(out.stdout)["processes"][0]
+        assert proc["env"]["HF_TOKEN"] == "****"
+        assert proc["env"]["VLLM_CPU_KVCACHE_SPACE"] == "3"
+        text = subprocess.run(
+            [sys.executable, "-m", "app.cli", "snapshot", "--pid", str(p.pid)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+        assert "hf_supersecret" not in text and "sk-topsecret" not in text
+    finally:
+        p.kill()
+        p.wait(timeout=10)
