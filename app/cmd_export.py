@@ -32,6 +32,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from app.cli import EXIT_USAGE, UsageError
+
+    try:
+        return _run(args)
+    except UsageError as exc:
+        # printed here too: under ``python -m app.cli`` the CLI's own handler sees __main__.UsageError
+        print(f"numatop-llm: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _run(args: argparse.Namespace) -> int:
     import signal
     import sys
     import threading
