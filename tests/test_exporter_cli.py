@@ -141,3 +141,24 @@ def test_export_from_a_fixture_tree(seed_roots):
     assert nodes == {str(i) for i in range(8)}
     assert m["numatop_llm_engine_attached"][0][1] == 0
     assert all(v == 0 for _, v in m["numatop_llm_host_oom_kills_total"])
+
+
+def test_a_starved_exporter_counts_late_samples_and_does_not_catch_up():
+    """Stopped for 2 s (as a busy host starves it): late samples are counted, missed ones are not replayed."""
+    with ExporterProcess("--pid", str(os.getpid()), "--interval", "0.2", "--no-kernel-log") as ex:
+        m0 = parse_metrics(ex.wait_for(samples_at_least(3)))
+        s0 = m0["numatop_llm_samples_total"][0][1]
+        assert m0["numatop_llm_late_samples_total"][0][1] == 0
+        t0 = time.monotonic()
+        os.kill(ex.pid, signal.SIGSTOP)
+        try:
+            time.sleep(2.0)
+        finally:
+            os.kill(ex.pid, signal.SIGCONT)
+        time.sleep(0.6)
+        m1 = parse_metrics(ex.scrape())
+        awake = time.monotonic() - t0 - 2.0
+    s1 = m1["numatop_llm_samples_total"][0][1]
+    assert m1["numatop_llm_late_samples_total"][0][1] >= 1
+    # about awake/0.2 samples after waking, not the ten deadlines missed while stopped
+    assert 1 <= s1 - s0 <= awake / 0.2 + 3, (s0, s1, awake)
