@@ -22,6 +22,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.parse
 import urllib.request
@@ -193,7 +194,9 @@ class ExporterProcess:
 
     def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
         self.args = ["--listen", "127.0.0.1:0", *args] if "--listen" not in args else list(args)
-        self.env = env
+        # the exporter remembers the last engine for ``explain``: keep that out of the real state dir
+        self._state = tempfile.TemporaryDirectory(prefix="numatop-llm-state-")
+        self.env = dict(env if env is not None else os.environ, XDG_STATE_HOME=self._state.name)
         self.proc: subprocess.Popen | None = None
         self.port = 0
         self.first_line = ""
@@ -255,8 +258,11 @@ class ExporterProcess:
         return err
 
     def __exit__(self, *exc: object) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.stop()
+        try:
+            if self.proc is not None and self.proc.poll() is None:
+                self.stop()
+        finally:
+            self._state.cleanup()
 
 
 def prometheus_binary() -> str | None:
