@@ -595,6 +595,8 @@ class Exporter:
             build_families(None, health=self.health, oom=self.oom, version=self.version)
         )
         self._remembered_at = 0.0
+        self._remembered_key: tuple | None = None
+        self._planner_logged: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -665,13 +667,15 @@ class Exporter:
             headroom: dict[int, RankHeadroom] | None = None
             source = ""
             if engine is not None and engine.workers():
-                if self.planner is not None:
-                    headroom = self.planner.headroom(engine, snap.topology)
-                    if self.planner.problem and self.planner.available:
-                        problems.append(self.planner.problem)
-                source = "planner" if headroom else "node_available"
-                if not headroom:
-                    headroom = fallback_headroom(engine, snap.topology)
+                planned = self.planner.headroom(engine, snap.topology) if self.planner is not None else None
+                if self.planner is not None and self.planner.available and self.planner.problem:
+                    problems.append(self.planner.problem)
+                    if self.planner.problem != self._planner_logged:
+                        self.log(self.planner.problem)
+                self._planner_logged = self.planner.problem if self.planner is not None else None
+                # the planner's figures where it has them, the node rule for any other bound rank
+                headroom = {**fallback_headroom(engine, snap.topology), **(planned or {})}
+                source = "planner" if planned else "node_available"
             self.health.samples += 1
             self.health.sample_seconds = time.perf_counter() - t0
             self.health.last_sample_at = snap.taken_at
@@ -687,11 +691,14 @@ class Exporter:
                 )
             )
             self.last = snap
-            if engine is not None and self.remember and time.monotonic() - self._remembered_at > 60:
-                from app.statedir import remember_engine
+            if engine is not None and self.remember:
+                # for ``numatop-llm explain`` after a -9: at once when the tree changes, else each minute
+                key = (engine.root_pid, tuple(sorted(p.pid for p in engine.processes)))
+                if key != self._remembered_key or time.monotonic() - self._remembered_at > 60:
+                    from app.statedir import remember_engine
 
-                remember_engine(engine, snap.topology, snap.taken_at)
-                self._remembered_at = time.monotonic()
+                    remember_engine(engine, snap.topology, snap.taken_at)
+                    self._remembered_at, self._remembered_key = time.monotonic(), key
             return snap
 
     # -- the sampling thread -----------------------------------------------------------------

@@ -283,3 +283,20 @@ def test_sampling_uses_the_shared_numa_maps_cadence(numactl):
 )
 def test_listen_addresses(text, want):
     assert parse_listen(text) == want
+
+
+def test_remembers_the_engine_for_explain(tmp_path, numactl, monkeypatch):
+    """A headless host has no TUI: the exporter keeps the last-engine record ``explain`` reads after a -9."""
+    from app.statedir import last_engine
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    with VllmShapedTree(tmp_path / "tree", tp=2, mib=8, threads=2) as t:
+        ex = Exporter(LIVE, pid=t.pid, interval=1, log=lambda _m: None)
+        try:
+            ex.sample_once()
+        finally:
+            ex.stop()
+    record = last_engine()
+    assert record is not None and record["root_pid"] == t.pid
+    assert record["workers"] == 2
+    assert {p["pid"] for p in record["processes"] if p["role"] == "worker"} == set(t.worker_pids)
