@@ -83,13 +83,14 @@ def _run(args: argparse.Namespace) -> int:
 
     previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
+        exporter.sample_once()  # the first scrape already sees the machine (and the engine)
         shown = f"[{host}]" if ":" in host else host
         target = f"pid {args.pid}" if args.pid is not None else "discovering vLLM engines"
         print(f"numatop-llm export: serving http://{shown}:{bound}/metrics ({target}, every {args.interval:g} s)",
               flush=True)  # fmt: skip
         if not is_loopback(host):
             print(f"numatop-llm export: note: listening on {host}, reachable from the network", file=sys.stderr)
-        exporter.start()
+        exporter.start(first_in=args.interval)
         while not stop.wait(1.0):
             pass
     finally:

@@ -706,8 +706,8 @@ class Exporter:
     def late_tolerance(self) -> float:
         return max(0.05, 0.1 * self.interval)
 
-    def _run(self) -> None:
-        due = time.monotonic()
+    def _run(self, first_in: float) -> None:
+        due = time.monotonic() + first_in
         tol = self.late_tolerance()
         while not self._stop.is_set():
             wait = due - time.monotonic()
@@ -726,9 +726,9 @@ class Exporter:
             if now > due:  # overran: skip the deadlines already missed, sample at once (late)
                 due += ((now - due) // self.interval) * self.interval
 
-    def start(self) -> None:
-        """Start sampling in a background thread (the first sample is taken at once)."""
-        self._thread = threading.Thread(target=self._run, name="numatop-llm-sampler", daemon=True)
+    def start(self, first_in: float = 0.0) -> None:
+        """Start sampling in a background thread; the first sample is due ``first_in`` seconds from now."""
+        self._thread = threading.Thread(target=self._run, args=(first_in,), name="numatop-llm-sampler", daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:

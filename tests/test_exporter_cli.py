@@ -69,6 +69,7 @@ def test_binds_loopback_by_default():
 def test_a_bare_port_also_means_loopback_only():
     with ExporterProcess("--listen", "0", "--interval", "1", "--no-kernel-log") as ex:
         assert listening(ex.pid) == [("127.0.0.1", ex.port)]
+        # the first sample is taken before the exporter says it is serving
         assert "numatop_llm_node_memory_total_bytes" in ex.scrape()
 
 
