@@ -12,7 +12,7 @@ Baselines measured in the same run: one fresh ``SnapshotReader.read()`` of the w
 numa_maps and thread read, what a naive exporter would do per scrape) and ``numastat -p PID…``.
 Goal: ≤ 20 ms CPU per scrape.
 
-    .venv/bin/python -m benchmarks.bench_scrape [--children 8 --threads 48 --mib 256 --scrapes 200]
+    .venv/bin/python -m benchmarks.bench_scrape [--children 8 --threads 48 --mib 256 --scrapes 200] [--pid N]
 """
 
 from __future__ import annotations
@@ -78,6 +78,47 @@ def ms(x: float) -> str:
     return f"{x * 1e3:8.2f}"
 
 
+def measure(roots: SysRoots, target: int, pids: list[int], args: argparse.Namespace) -> dict:
+    """Every figure for the tree of ``target`` (``pids`` for the numastat baseline)."""
+    nthreads = sum(len(os.listdir(f"/proc/{p}/task")) for p in pids if os.path.isdir(f"/proc/{p}"))
+    print(f"        {len(pids)} processes, {nthreads} threads")
+
+    # baselines: what a naive exporter would do per scrape
+    def fresh_read() -> None:
+        SnapshotReader(roots, target).read()
+
+    base_read = cpu_per_call(fresh_read, max(3, args.rounds // 2))
+    base_numastat = measure_numastat(pids, max(3, args.rounds // 4))
+
+    ex = Exporter(roots, pid=target, interval=3600, remember=False, log=lambda _m: None)
+    ex.sample_once()  # attach, open thread descriptors, first numa_maps reads
+
+    def forced() -> None:
+        ex.reader.read(numa_maps_max_age=0)
+
+    sample_full = cpu_per_call(forced, max(3, args.rounds // 2))
+    ex.sample_once()
+    sample_steady = cpu_per_call(ex.sample_once, args.rounds)
+    er = ex.reader.engine_reader
+    server, _thread, port = serve(ex.registry, "127.0.0.1", 0)
+    try:
+        url = f"http://127.0.0.1:{port}/metrics"
+        measure_scrapes(url, 5)  # warm
+        scrape = measure_scrapes(url, args.scrapes)
+    finally:
+        server.shutdown()
+        server.server_close()
+        ex.stop()
+    return {
+        "scrape": scrape,
+        "steady": sample_steady,
+        "full": sample_full,
+        "read": base_read,
+        "numastat": base_numastat,
+        "reused": er.numa_maps_reused if er else 0,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--children", type=int, default=8)
@@ -85,6 +126,7 @@ def main() -> None:
     ap.add_argument("--mib", type=int, default=256)
     ap.add_argument("--scrapes", type=int, default=200)
     ap.add_argument("--rounds", type=int, default=20, help="samples / baseline reads to average")
+    ap.add_argument("--pid", type=int, help="measure on this running engine's tree instead of the synthetic one")
     args = ap.parse_args()
 
     print(
@@ -92,40 +134,17 @@ def main() -> None:
         f"· Python {platform.python_version()}"
     )
     roots = SysRoots()
-    with SyntheticEngine(args.children, args.threads, args.mib, lifetime=600) as eng:
-        pids = eng.pids
-        nthreads = sum(len(os.listdir(f"/proc/{p}/task")) for p in pids)
-        print(f"target: {len(pids)} processes, {nthreads} threads, {args.children * args.mib} MiB touched")
-
-        # baselines: what a naive exporter would do per scrape
-        def fresh_read() -> None:
-            SnapshotReader(roots, os.getpid()).read()
-
-        base_read = cpu_per_call(fresh_read, max(3, args.rounds // 2))
-        base_numastat = measure_numastat(pids, max(3, args.rounds // 4))
-
-        ex = Exporter(roots, pid=os.getpid(), interval=3600, remember=False, log=lambda _m: None)
-        ex.sample_once()  # attach, open thread descriptors, first numa_maps reads
-
-        def forced() -> None:
-            ex.reader.read(numa_maps_max_age=0)
-
-        sample_full = cpu_per_call(forced, max(3, args.rounds // 2))
-        ex.sample_once()
-        sample_steady = cpu_per_call(ex.sample_once, args.rounds)
-        er = ex.reader.engine_reader
-        reused = er.numa_maps_reused if er else 0
-
-        server, _thread, port = serve(ex.registry, "127.0.0.1", 0)
-        try:
-            url = f"http://127.0.0.1:{port}/metrics"
-            measure_scrapes(url, 5)  # warm
-            scrape_cpu, scrape_wall, size = measure_scrapes(url, args.scrapes)
-        finally:
-            server.shutdown()
-            server.server_close()
-            ex.stop()
-
+    if args.pid is not None:
+        pids = [p.pid for p in SnapshotReader(roots, args.pid).read().engine.processes]
+        print(f"target: the engine tree of pid {args.pid}")
+        r = measure(roots, args.pid, pids, args)
+    else:
+        with SyntheticEngine(args.children, args.threads, args.mib, lifetime=600) as eng:
+            print(f"target: synthetic engine, {args.children * args.mib} MiB touched")
+            r = measure(roots, os.getpid(), eng.pids, args)
+    scrape_cpu, scrape_wall, size = r["scrape"]
+    sample_steady, sample_full, base_read, base_numastat = r["steady"], r["full"], r["read"], r["numastat"]
+    reused = r["reused"]
     print()
     print(f"{'per call, ms':<58} {'CPU':>8} {'wall':>8}")
     print(f"{'scrape: GET /metrics served (' + str(size) + ' bytes)':<58} {ms(scrape_cpu)} {ms(scrape_wall)}")
