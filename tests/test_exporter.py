@@ -300,3 +300,14 @@ def test_remembers_the_engine_for_explain(tmp_path, numactl, monkeypatch):
     assert record is not None and record["root_pid"] == t.pid
     assert record["workers"] == 2
     assert {p["pid"] for p in record["processes"] if p["role"] == "worker"} == set(t.worker_pids)
+
+
+def test_the_headless_exporter_never_imports_textual():
+    code = (
+        "import sys, app.exporter, app.cmd_export, app.cli\n"
+        "app.cli.build_parser()\n"
+        "print(sorted(m for m in sys.modules if m == 'textual' or m.startswith('textual.'))[:3])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
