@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     func = getattr(args, "func", None)
     try:
         if func is None:
-            from app.commands import run_tui
+            from app.cmd_tui import run_tui
 
             return run_tui(args)
         return int(func(args) or 0)
@@ -157,4 +157,8 @@ def entry() -> NoReturn:  # pragma: no cover
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # under ``python -m app.cli`` this module is ``__main__``: run the imported ``app.cli`` so the
+    # UsageError raised by command modules (which import ``app.cli``) is the one caught there
+    from app.cli import main as _main
+
+    sys.exit(_main())

@@ -12,6 +12,7 @@ import errno
 import os
 import re
 import subprocess
+import time
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
@@ -187,3 +188,103 @@ def boot_time(proc: Path = Path("/proc")) -> float | None:
     except OSError:
         return None
     return None
+
+
+_KILLED_LINE = re.compile(r"Killed process \d+")
+_REPORT_START = re.compile(r"invoked oom-killer:|oom-kill:")
+
+
+class KernelOomWatch:
+    """New OOM kills in the kernel log since the watch started.
+
+    ``/dev/kmsg`` is kept open and read incrementally (only new records, no rescans); a report
+    cut between two polls is carried over. When ``/dev/kmsg`` cannot be read, ``dmesg`` is run at
+    most every ``dmesg_every`` seconds and kills already seen at start are not counted.
+    """
+
+    def __init__(self, dev_kmsg: Path | None = Path("/dev/kmsg"), dmesg_every: float = 30.0) -> None:
+        self.problem: str | None = None
+        self.dmesg_every = dmesg_every
+        self._fd: int | None = None
+        self._carry: list[str] = []
+        self._seen: set[tuple] | None = None
+        self._dmesg_at = 0.0
+        self.mode = "off"
+        if dev_kmsg is None:
+            self.problem = "kernel log not read (non-live /proc root)"
+            return
+        self._dev = dev_kmsg
+        try:
+            fd = os.open(dev_kmsg, os.O_RDONLY | os.O_NONBLOCK)
+            os.lseek(fd, 0, os.SEEK_END)
+        except OSError as exc:
+            text, problems = read_kernel_log(Path("/nonexistent/kmsg"))
+            if problems and not text:
+                self.problem = f"cannot read {dev_kmsg} ({exc.strerror}) nor dmesg: OOM kills from cgroups only"
+                return
+            self.mode = "dmesg"
+            self.problem = f"cannot read {dev_kmsg} ({exc.strerror}): reading dmesg every {dmesg_every:g} s"
+            self._seen = {self._kill_key(k) for k in parse_oom_reports(text)}
+            self._dmesg_at = time.monotonic()
+            return
+        self._fd = fd
+        self.mode = "kmsg"
+
+    @staticmethod
+    def _kill_key(k: OomKill) -> tuple:
+        return (k.pid, k.task, k.uptime_seconds)
+
+    def poll(self) -> list[OomKill]:
+        """The kills reported since the previous poll (oldest first)."""
+        if self.mode == "kmsg":
+            return self._poll_kmsg()
+        if self.mode == "dmesg":
+            return self._poll_dmesg()
+        return []
+
+    def _poll_kmsg(self) -> list[OomKill]:
+        assert self._fd is not None
+        lines: list[str] = []
+        while True:
+            try:
+                rec = os.read(self._fd, 8192)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno == errno.EPIPE:  # records overwritten before we read them: go on
+                    continue
+                self.problem = f"reading {self._dev} failed: {exc.strerror}"
+                break
+            if not rec:
+                break
+            lines.append(rec.decode("utf-8", "replace").rstrip("\n"))
+        if not lines:
+            return []
+        text_lines = self._carry + lines
+        kills = parse_oom_reports("\n".join(text_lines))
+        last_kill = max((i for i, line in enumerate(text_lines) if _KILLED_LINE.search(line)), default=-1)
+        rest = text_lines[last_kill + 1 :]
+        start = next((i for i, line in enumerate(rest) if _REPORT_START.search(line)), None)
+        self._carry = rest[start:][-5000:] if start is not None else []
+        return kills
+
+    def _poll_dmesg(self) -> list[OomKill]:
+        now = time.monotonic()
+        if now - self._dmesg_at < self.dmesg_every:
+            return []
+        self._dmesg_at = now
+        text, _ = read_kernel_log(Path("/nonexistent/kmsg"))
+        seen = self._seen if self._seen is not None else set()
+        new = []
+        for k in parse_oom_reports(text):
+            key = self._kill_key(k)
+            if key not in seen:
+                seen.add(key)
+                new.append(k)
+        self._seen = seen
+        return new
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

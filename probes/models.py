@@ -10,6 +10,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from probes.kernel_log import OomKill
+
 
 class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -296,4 +298,6 @@ class Snapshot(Frozen):
     #: wall seconds the sample took, and how late it started against its deadline
     sample_seconds: float = 0.0
     late_seconds: float = 0.0
+    #: OOM kills the kernel reported since the previous sample (any process; match pids to the engine)
+    oom_kills: tuple[OomKill, ...] = ()
     degraded: tuple[str, ...] = ()
