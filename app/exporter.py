@@ -25,7 +25,7 @@ from probes.engine import discover_engines
 from probes.kernel_log import KernelOomWatch
 from probes.models import Engine, Process, Role, Snapshot, Topology
 from probes.roots import SysRoots
-from probes.snapshot import NUMA_MAPS_MAX_AGE, SnapshotReader
+from probes.snapshot import CADENCE, SnapshotReader
 
 PREFIX = "numatop_llm"
 MIB = 2**20
@@ -541,13 +541,13 @@ class Exporter:
             t0 = time.perf_counter()
             if self.attached_pid is None:
                 self._attach()
-            snap = self.reader.read(numa_maps_max_age=NUMA_MAPS_MAX_AGE, late_seconds=late_seconds)
+            snap = self.reader.read(**CADENCE, late_seconds=late_seconds)
             if snap.engine is None and self.attached_pid is not None:
                 self._detach(f"engine pid {self.attached_pid} exited")
                 if self.fixed_pid is None:
                     self._attach()
                     if self.attached_pid is not None:
-                        snap = self.reader.read(numa_maps_max_age=NUMA_MAPS_MAX_AGE, late_seconds=late_seconds)
+                        snap = self.reader.read(**CADENCE, late_seconds=late_seconds)
             engine = snap.engine
             for p in engine.processes if engine else ():
                 self._known[p.pid] = (p.role.value, _rank_label(p))

@@ -249,8 +249,16 @@ class EngineReader:
         self._config = (root, starttime, cfg)
         return cfg
 
-    def read(self, cpu_node: dict[int, int], *, numa_maps_max_age: float = 0.0) -> Engine:
-        """Read the whole tree the attach PID belongs to. Raises NoSuchProcess when it is gone."""
+    def read(
+        self, cpu_node: dict[int, int], *, numa_maps_max_age: float = 0.0, numa_maps_cost_factor: float = 0.0
+    ) -> Engine:
+        """Read the whole tree the attach PID belongs to. Raises NoSuchProcess when it is gone.
+
+        ``numa_maps_cost_factor`` makes the numa_maps cadence cost-aware: a process whose last read
+        took ``r`` seconds is not read again sooner than ``r × factor`` seconds, even while its
+        memory changes (a 30 GiB worker loading weights costs ~0.3 s per read; factor 20 keeps
+        that under 5% of a core). 0 turns the back-off off.
+        """
         proc = self.roots.proc
         if not (proc / str(self.attach_pid)).is_dir():
             raise NoSuchProcess(self.attach_pid)
@@ -287,6 +295,10 @@ class EngineReader:
                 and resident == cached[1]
                 and migrations >= 0
                 and migrations == cached[2]
+            ) or (
+                cached is not None
+                and numa_maps_cost_factor > 0
+                and now - cached[0] < cached[3].read_seconds * numa_maps_cost_factor
             ):
                 nm = cached[3]
                 self.numa_maps_reused += 1

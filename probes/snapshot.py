@@ -26,6 +26,10 @@ def host_name(roots: SysRoots) -> str:
 #: how long a process's numa_maps may be reused while statm and vmstat say it is unchanged;
 #: the TUI's sampler and the Prometheus exporter both sample with this rule
 NUMA_MAPS_MAX_AGE = 30.0
+#: and a read that took r seconds is not repeated within r × this factor (≤ 5% of a core per process)
+NUMA_MAPS_COST_FACTOR = 20.0
+#: the sampling cadence rule shared by the TUI's sampler and the exporter
+CADENCE = {"numa_maps_max_age": NUMA_MAPS_MAX_AGE, "numa_maps_cost_factor": NUMA_MAPS_COST_FACTOR}
 
 
 class SnapshotReader:
@@ -50,7 +54,14 @@ class SnapshotReader:
     def refresh_topology(self) -> None:
         self.topology = read_topology(self.roots)
 
-    def read(self, *, numa_maps_max_age: float = 0.0, late_seconds: float = 0.0) -> Snapshot:
+    def read(
+        self,
+        *,
+        numa_maps_max_age: float = 0.0,
+        numa_maps_cost_factor: float = 0.0,
+        late_seconds: float = 0.0,
+        oom_kills: tuple = (),
+    ) -> Snapshot:
         """One sample. A vanished engine is not an error: the snapshot says so in ``degraded``."""
         t0 = time.perf_counter()
         mem, problems = read_nodes_memory(self.roots, self.topology.node_ids)
@@ -60,7 +71,11 @@ class SnapshotReader:
         engine = None
         if self.engine_reader is not None:
             try:
-                engine = self.engine_reader.read(topo.cpu_to_node(), numa_maps_max_age=numa_maps_max_age)
+                engine = self.engine_reader.read(
+                    topo.cpu_to_node(),
+                    numa_maps_max_age=numa_maps_max_age,
+                    numa_maps_cost_factor=numa_maps_cost_factor,
+                )
             except NoSuchProcess as exc:
                 degraded.append(f"process {exc.args[0]} exited")
             for p in engine.processes if engine else ():
@@ -73,5 +88,6 @@ class SnapshotReader:
             engine=engine,
             sample_seconds=time.perf_counter() - t0,
             late_seconds=late_seconds,
+            oom_kills=tuple(oom_kills),
             degraded=tuple(dict.fromkeys(degraded)),
         )

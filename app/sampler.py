@@ -1,0 +1,155 @@
+"""Where the dashboard's snapshots come from: a live machine, or a recording being replayed.
+
+Both sources have the same shape — ``sample()`` returns the next ``Snapshot`` (``None`` when a
+replay has ended) — so the app, its tests and the exporter all handle one kind of data. The
+Textual app calls ``sample()`` from a worker thread, never from the UI thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from probes.engine import EngineCandidate, discover_engines
+from probes.kernel_log import KernelOomWatch
+from probes.models import Snapshot
+from probes.roots import SysRoots
+from probes.snapshot import CADENCE, SnapshotReader
+
+
+def pick_engine(found: list[EngineCandidate]) -> EngineCandidate | None:
+    """The engine to attach to when the user named none: one with workers first, then the oldest."""
+    if not found:
+        return None
+    return sorted(found, key=lambda c: (c.workers == 0, c.root_pid))[0]
+
+
+class LiveSource:
+    """Samples this machine (or a tree at ``roots``) and, when attached, one engine tree.
+
+    With ``pid`` it follows that process's tree. Without, it discovers vLLM engines: it attaches
+    when exactly one runs (or the first with workers), and after the engine exits it stays
+    detached until ``rediscover()`` — the user decides when to follow a new engine.
+    """
+
+    live = True
+
+    def __init__(
+        self,
+        roots: SysRoots | None = None,
+        pid: int | None = None,
+        *,
+        discover: bool = True,
+        kernel_log: Path | None = Path("/dev/kmsg"),
+    ) -> None:
+        self.roots = roots or SysRoots()
+        self.reader = SnapshotReader(self.roots, None)
+        live_proc = self.roots.proc.resolve() == Path("/proc")
+        self.oom_watch = KernelOomWatch(kernel_log if live_proc else None)
+        self.candidates: list[EngineCandidate] = []
+        self.attached_pid: int | None = None
+        self.lost_pid: int | None = None
+        if pid is not None:
+            self.attach(pid)
+        elif discover:
+            self.rediscover()
+
+    @property
+    def label(self) -> str:
+        return "live" if self.roots.proc.resolve() == Path("/proc") else f"tree at {self.roots.sys.parent}"
+
+    def attach(self, pid: int | None) -> None:
+        self.reader.attach(pid)
+        self.attached_pid = pid
+        self.lost_pid = None
+
+    def rediscover(self) -> list[EngineCandidate]:
+        """Look for running engines again and attach to the best one; returns all found."""
+        self.candidates = discover_engines(self.roots)
+        best = pick_engine(self.candidates)
+        self.attach(best.root_pid if best else None)
+        return self.candidates
+
+    def sample(self, late_seconds: float = 0.0) -> Snapshot:
+        kills = tuple(self.oom_watch.poll())
+        snap = self.reader.read(**CADENCE, late_seconds=late_seconds, oom_kills=kills)
+        if self.oom_watch.problem and self.oom_watch.mode != "kmsg":
+            snap = snap.model_copy(update={"degraded": (*snap.degraded, self.oom_watch.problem)})
+        if snap.engine is None and self.attached_pid is not None:
+            # the engine is gone: keep sampling the machine, remember whom we lost
+            self.lost_pid = self.attached_pid
+            self.reader.attach(None)
+            self.attached_pid = None
+        return snap
+
+    def close(self) -> None:
+        self.reader.attach(None)
+        self.oom_watch.close()
+
+
+class ReplaySource:
+    """Plays back recorded snapshots; ``sample()`` returns ``None`` after the last one.
+
+    ``pace()`` tells how long to wait before the next sample so that a replay runs at the
+    recording's own speed (``speed`` times faster); the first sample is immediate.
+    """
+
+    live = False
+
+    def __init__(self, snaps: Iterable[Snapshot], *, label: str = "replay", speed: float = 1.0) -> None:
+        self._it = iter(snaps)
+        self.label = label
+        self.speed = speed
+        self._next: Snapshot | None = next(self._it, None)
+        self._prev_at: float | None = None
+        self.count = 0
+        self.attached_pid: int | None = None
+        self.lost_pid: int | None = None
+        self.candidates: list[EngineCandidate] = []
+
+    @classmethod
+    def from_file(cls, path: Path, **kw) -> ReplaySource:
+        from app.recording import Recording
+
+        rec = Recording(path)
+        return cls(rec, label=f"replay {Path(path).name}", **kw)
+
+    def pace(self, default: float) -> float:
+        if self._next is None or self._prev_at is None:
+            return 0.0 if self._prev_at is None else default
+        gap = self._next.taken_at - self._prev_at
+        return max(0.0, min(gap, 10.0)) / max(self.speed, 0.01) if gap > 0 else default
+
+    def sample(self, late_seconds: float = 0.0) -> Snapshot | None:
+        snap = self._next
+        if snap is None:
+            return None
+        self._next = next(self._it, None)
+        self._prev_at = snap.taken_at
+        self.count += 1
+        if snap.engine is not None:
+            self.attached_pid = snap.engine.root_pid
+        elif self.attached_pid is not None:
+            self.lost_pid, self.attached_pid = self.attached_pid, None
+        return snap
+
+    @property
+    def finished(self) -> bool:
+        return self._next is None
+
+    def attach(self, pid: int | None) -> None:  # a recording cannot follow another process
+        pass
+
+    def rediscover(self) -> list[EngineCandidate]:
+        return []
+
+    def close(self) -> None:
+        pass
+
+
+def demo_source(speed: float = 1.0) -> ReplaySource:
+    """The bundled 8-node story."""
+    from app.demo import DEMO_FILE
+    from app.recording import Recording
+
+    return ReplaySource(Recording(DEMO_FILE), label="demo: 8-node story", speed=speed)
