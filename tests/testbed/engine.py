@@ -3,14 +3,22 @@
 The venv and the model are built by ``tests/testbed/build_vllm.sh`` under
 ``${NUMATOP_CACHE:-~/.cache/numatop-llm}``. An engine runs in its own session (process group), logs
 to a file, binds 127.0.0.1, and on exit is stopped with SIGTERM (SIGKILL to its group if it does
-not finish in time). What it leaves behind (``/dev/shm`` segments, ``/tmp/vllm_dist_*`` dirs) is
-removed: only entries that appeared while it ran and that no other live process holds.
+not finish in time). What it leaves behind is removed, and only what is provably its own:
+
+- its temporary directory: the engine runs with a private ``TMPDIR``, so vLLM's gloo FileStore
+  (``vllm_dist_<uuid>``, left behind by vLLM) and multiprocessing's temp files land there;
+- ``/dev/shm`` entries that appeared while it ran and that its tree held (seen in ``/proc/PID/maps``
+  or ``fd``) or whose name carries its ``vllm_dist_<uuid>`` (the TP>1 ``…-cpushm_N`` segments
+  that vLLM leaves behind) — unless another live process holds them.
+
+A plain before/after diff is not enough on a machine where other engines start and stop meanwhile.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import getpass
 import json
 import os
 import shutil
@@ -29,13 +37,18 @@ VLLM_VERSION = "0.32.0"
 MODEL_NAME = "tiny-llama"
 MAX_MODEL_LEN = 512
 SHM = Path("/dev/shm")
-DIST_GLOB = "vllm_dist_*"
+DIST_PREFIX = "vllm_dist_"
 HERE = Path(__file__).resolve().parent
 BUILD_SCRIPT = HERE / "build_vllm.sh"
 
 
 class EngineStartError(RuntimeError):
-    """``vllm serve`` exited or did not answer /health in time; the message carries the log tail."""
+    """``vllm serve`` exited or did not answer /health in time; the message carries the log tail.
+
+    ``engine`` is the (stopped) engine when one was started, for its ``stop_report`` and ``log_path``.
+    """
+
+    engine: RunningEngine | None = None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -202,8 +215,13 @@ def _shm_names() -> set[str]:
         return set()
 
 
-def _dist_dirs() -> set[Path]:
-    return set(Path(tempfile.gettempdir()).glob(DIST_GLOB)) | set(Path("/tmp").glob(DIST_GLOB))
+def _inductor_cache_default() -> str:
+    """Where torch's inductor would cache with the usual TMPDIR (kept when the engine gets a private one)."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return os.path.join(tempfile.gettempdir(), f"torchinductor_{user}")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -234,14 +252,15 @@ class RunningEngine:
     tp: int
     kv_gib: float
     log_path: Path
+    tmpdir: Path  # the engine's private TMPDIR, removed on stop
     argv: list[str]
     env: dict[str, str]
     ready_seconds: float = 0.0
     warmup_seconds: float | None = None
     stop_report: StopReport | None = None
     _shm_before: set[str] = field(default_factory=set, repr=False)
-    _dist_before: set[Path] = field(default_factory=set, repr=False)
     _shm_seen: set[str] = field(default_factory=set, repr=False)
+    _idents: set[str] = field(default_factory=set, repr=False)
     _tree_seen: dict[int, int] = field(default_factory=dict, repr=False)
     keep_log: bool = False
 
@@ -298,6 +317,12 @@ class RunningEngine:
                 out[cmd[0].removeprefix("VLLM::")] = p
         return out
 
+    def dist_idents(self) -> set[str]:
+        """``vllm_dist_<uuid>`` names of this engine's gloo FileStores (in its private TMPDIR)."""
+        with contextlib.suppress(OSError):
+            self._idents |= {e.name for e in os.scandir(self.tmpdir) if e.name.startswith(DIST_PREFIX)}
+        return set(self._idents)
+
     def shm_in_use(self) -> set[str]:
         """/dev/shm entries the tree maps or holds open right now (also remembered for clean-up)."""
         names = _shm_held_by(self.tree_pids())
@@ -352,6 +377,7 @@ class RunningEngine:
         t0 = time.monotonic()
         with contextlib.suppress(OSError):
             self.shm_in_use()
+        self.dist_idents()
         tree = dict(self._tree_seen)
         tree.update(self.tree_with_starttimes())
         if self.proc.poll() is None:
@@ -395,26 +421,26 @@ class RunningEngine:
         return False
 
     def _clean(self) -> tuple[list[str], list[str], list[str]]:
-        new_shm = {SHM / n for n in _shm_names() - self._shm_before}
-        new_dirs = _dist_dirs() - self._dist_before
-        held = _held_by_anyone(new_shm | new_dirs)
+        idents = self.dist_idents()
+        new_shm = _shm_names() - self._shm_before
+        ours = {n for n in new_shm if n in self._shm_seen or any(n.startswith(i) for i in idents)}
+        stray = {Path(tempfile.gettempdir()) / i for i in idents} | {Path("/tmp") / i for i in idents}
+        candidates = {SHM / n for n in ours} | {p for p in stray if p.exists()}
+        held = _held_by_anyone(candidates)
         removed_shm, removed_dirs, kept = [], [], []
-        for path in sorted(new_shm):
-            if path in held:
-                kept.append(str(path))
-                continue
+        for path in sorted(candidates - held):
             with contextlib.suppress(FileNotFoundError):
                 if path.is_dir():
                     shutil.rmtree(path)
                 else:
                     path.unlink()
-                removed_shm.append(path.name)
-        for path in sorted(new_dirs):
-            if path in held:
-                kept.append(str(path))
-                continue
-            shutil.rmtree(path, ignore_errors=True)
-            removed_dirs.append(str(path))
+                (removed_shm if path.parent == SHM else removed_dirs).append(
+                    path.name if path.parent == SHM else str(path)
+                )
+        kept.extend(str(p) for p in sorted(held))
+        if self.tmpdir.is_dir():
+            shutil.rmtree(self.tmpdir, ignore_errors=True)
+            removed_dirs.append(str(self.tmpdir))
         return removed_shm, removed_dirs, kept
 
     def __hash__(self) -> int:
@@ -466,7 +492,10 @@ def start_engine(
     model = str(model or tiny_model_path())
     venv = venv_dir()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP")}
+    tmpdir = Path(tempfile.mkdtemp(prefix=f"numatop-vllm-tp{tp}-"))  # short: vLLM puts IPC sockets here
+    env.setdefault("TORCHINDUCTOR_CACHE_DIR", _inductor_cache_default())  # stays warm across engines
     env.update(
+        TMPDIR=str(tmpdir),
         VIRTUAL_ENV=str(venv),
         PATH=f"{venv / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}",
         VLLM_CPU_KVCACHE_SPACE=_fmt_gib(kv_gib),
@@ -500,7 +529,7 @@ def start_engine(
     log_dir = Path(log_dir) if log_dir else Path(tempfile.gettempdir())
     log_dir.mkdir(parents=True, exist_ok=True)
     fd, log_name = tempfile.mkstemp(prefix=f"vllm-tp{tp}-{port}-", suffix=".log", dir=log_dir)
-    shm_before, dist_before = _shm_names(), _dist_dirs()
+    shm_before = _shm_names()
     t0 = time.monotonic()
     with os.fdopen(fd, "wb") as log:
         log.write(("$ " + " ".join(argv) + f"\n# VLLM_CPU_OMP_THREADS_BIND={bind}\n").encode())
@@ -522,11 +551,11 @@ def start_engine(
         tp=tp,
         kv_gib=kv_gib,
         log_path=Path(log_name),
+        tmpdir=tmpdir,
         argv=argv,
         env=env,
         keep_log=keep_log,
         _shm_before=shm_before,
-        _dist_before=dist_before,
     )
     _LIVE.add(eng)
     try:
@@ -539,11 +568,12 @@ def start_engine(
         eng.keep_log = True
         tail = eng.log_tail(40)
         eng.stop(timeout=15)
-        if isinstance(e, EngineStartError):
-            raise EngineStartError(f"{e}\n--- {eng.log_path} (tail) ---\n{tail}") from None
-        if isinstance(e, Exception):
-            raise EngineStartError(f"{type(e).__name__}: {e}\n--- {eng.log_path} (tail) ---\n{tail}") from e
-        raise
+        if not isinstance(e, Exception):
+            raise
+        what = str(e) if isinstance(e, EngineStartError) else f"{type(e).__name__}: {e}"
+        error = EngineStartError(f"{what}\n--- {eng.log_path} (tail) ---\n{tail}")
+        error.engine = eng
+        raise error from (None if isinstance(e, EngineStartError) else e)
     return eng
 
 
