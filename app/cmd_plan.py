@@ -1,0 +1,186 @@
+"""``numatop-llm plan``: predict whether a vLLM CPU configuration fits, per rank and node; ``--solve`` ranks them.
+
+Exit status: 0 when the configuration fits (with ``--solve``: when some candidate fits), 1 when it
+does not (OOM kill, spill, or an error vLLM would raise), 2 on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+_LIST = r"\d+(?:-\d+)?(?:,\d+(?:-\d+)?)*"
+_BIND = re.compile(rf"^(?:auto|nobind|all|{_LIST}(?:\|{_LIST})*)$")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "plan",
+        help="what-if: will this TP/PP/bind/KV configuration fit each NUMA node? (--solve ranks them)",
+        description="Predict per rank what vLLM CPU puts on each NUMA node and whether the node holds it.",
+    )
+    p.add_argument("--model", metavar="DIR", help="model directory (config.json, *.safetensors headers)")
+    p.add_argument(
+        "--demo", action="store_true", help="the bundled seed story: DeepSeek-R1-Distill-Qwen-32B on 8 nodes"
+    )
+    p.add_argument(
+        "--topology",
+        metavar="live|DIR|demo",
+        help="machine to plan for: live (default), demo (seed box), or a sysfs fixture dir with sys/ and proc/",
+    )
+    p.add_argument("--pid", type=int, help="take the model and configuration from this running vLLM engine")
+    p.add_argument("--tp", type=int, help="--tensor-parallel-size (default 1)")
+    p.add_argument("--pp", type=int, help="--pipeline-parallel-size (default 1)")
+    p.add_argument("--bind", metavar="SPEC", help="VLLM_CPU_OMP_THREADS_BIND: auto, nobind or lists like 0-14|15-29")
+    p.add_argument("--kv-gib", type=float, metavar="X", help="VLLM_CPU_KVCACHE_SPACE per rank (GiB; default unset)")
+    p.add_argument("--reserved-cpus", type=int, metavar="N", help="VLLM_CPU_NUM_OF_RESERVED_CPU")
+    p.add_argument("--max-model-len", type=int, metavar="N")
+    p.add_argument("--max-num-seqs", type=int, metavar="N")
+    p.add_argument("--dtype", help="--dtype (default auto)")
+    p.add_argument("--gpu-memory-utilization", type=float, metavar="F", help="default 0.92")
+    p.add_argument("--vllm-version", metavar="V", help="model this vLLM release's rules (default 0.32.0)")
+    p.add_argument("--solve", action="store_true", help="rank every valid configuration for this machine")
+    p.add_argument("--limit", type=int, default=10, help="candidates to show with --solve (default 10)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--proc", metavar="DIR", help="procfs root for --pid (default /proc)")
+    p.add_argument("--sys", metavar="DIR", help="sysfs root for the live topology (default /sys)")
+    p.set_defaults(func=run)
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    from app.cli import UsageError
+
+    for name in ("tp", "pp", "max_model_len", "max_num_seqs", "limit"):
+        v = getattr(args, name, None)
+        if v is not None and v < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be ≥ 1 (got {v})")
+    if args.reserved_cpus is not None and args.reserved_cpus < 0:
+        raise UsageError(f"--reserved-cpus must be ≥ 0 (got {args.reserved_cpus})")
+    if args.kv_gib is not None and not args.kv_gib >= 0:
+        raise UsageError(f"--kv-gib must be ≥ 0 (got {args.kv_gib:g})")
+    gmu = args.gpu_memory_utilization
+    if gmu is not None and not 0 < gmu <= 1:
+        raise UsageError(f"--gpu-memory-utilization must be in (0, 1] (got {gmu:g})")
+    if args.bind is not None and not _BIND.match(args.bind.strip()):
+        raise UsageError(f"bad --bind {args.bind!r}: want auto, nobind, or CPU lists like 0-14|15-29")
+    if not (args.model or args.demo or args.pid is not None):
+        raise UsageError("plan needs --model DIR, --demo, or --pid N")
+
+
+def _topology(args: argparse.Namespace):
+    from app.cli import UsageError
+    from probes.roots import SysRoots
+    from probes.topology import read_topology
+
+    which = args.topology or ("demo" if args.demo and args.pid is None else "live")
+    if which == "demo":
+        from app.seedbox import seed_topology
+
+        return seed_topology()
+    if which == "live":
+        roots = SysRoots.at(args.proc, args.sys)
+    else:
+        d = Path(which)
+        if not (d / "sys" / "devices" / "system" / "cpu").is_dir():
+            raise UsageError(f"--topology {which}: not a sysfs fixture (want {d}/sys/devices/system/cpu)")
+        roots = SysRoots(proc=d / "proc", sys=d / "sys")
+    topo = read_topology(roots)
+    if not topo.nodes:
+        raise UsageError(f"no NUMA node readable under {roots.sys}")
+    return topo
+
+
+def _engine(args: argparse.Namespace):
+    from app.cli import UsageError
+    from probes.engine import NoSuchProcess
+    from probes.roots import SysRoots
+    from probes.snapshot import SnapshotReader
+
+    roots = SysRoots.at(args.proc, args.sys)
+    if args.pid <= 0 or not (roots.proc / str(args.pid)).is_dir():
+        raise UsageError(f"no such process: {args.pid}")
+    try:
+        snap = SnapshotReader(roots, args.pid).read()
+    except NoSuchProcess:
+        raise UsageError(f"no such process: {args.pid}") from None
+    if snap.engine is None or not snap.engine.is_vllm:
+        raise UsageError(f"process {args.pid} is not part of a vLLM engine")
+    return snap.engine
+
+
+def _engine_model_path(engine) -> str | None:
+    """The engine's model directory from its argv (relative paths against the API server's cwd)."""
+    model = engine.config.model
+    if not model:
+        return None
+    path = Path(model)
+    if not path.is_absolute():
+        root = next((p for p in engine.processes if p.pid == engine.root_pid), None)
+        if root is not None and root.cwd:
+            path = Path(root.cwd) / path
+    return str(path)
+
+
+def run(args: argparse.Namespace) -> int:
+    from app.cli import UsageError
+    from app.planner import ModelError, PlanConfig, config_from_engine, load_model, make_plan, seed_model, solve
+
+    _check_args(args)
+    engine = _engine(args) if args.pid is not None else None
+    try:
+        if args.model:
+            model = load_model(args.model)
+        elif engine is not None:
+            path = _engine_model_path(engine)
+            if path is None:
+                raise UsageError(f"engine {engine.root_pid}: its model path is unknown (give --model DIR)")
+            model = load_model(path)
+        else:
+            model = seed_model()
+    except ModelError as exc:
+        raise UsageError(str(exc)) from None
+    topology = _topology(args)
+
+    base = config_from_engine(engine.config) if engine is not None else PlanConfig()
+    updates = {}
+    for attr, name in (
+        ("tp", "tp"),
+        ("pp", "pp"),
+        ("bind", "bind"),
+        ("kv_gib", "kv_gib"),
+        ("reserved_cpus", "reserved_cpus"),
+        ("max_model_len", "max_model_len"),
+        ("max_num_seqs", "max_num_seqs"),
+        ("dtype", "dtype"),
+        ("gpu_memory_utilization", "gpu_memory_utilization"),
+        ("vllm_version", "vllm_version"),
+    ):
+        v = getattr(args, attr)
+        if v is not None:
+            updates[name] = v.strip() if isinstance(v, str) else v
+    config = base.model_copy(update=updates)
+    plan = make_plan(model, topology, config, engine=engine)
+    cands = solve(model, topology, config, limit=args.limit, engine=engine) if args.solve else None
+
+    if args.json:
+        out = plan.to_json()
+        if cands is not None:
+            out["candidates"] = [c.to_json() for c in cands]
+        json.dump(out, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        from rich.console import Console
+
+        from app.planner.render import print_candidates, print_plan
+
+        console = Console(width=None if sys.stdout.isatty() else 160)
+        print_plan(plan, console)
+        if cands is not None:
+            console.print()
+            print_candidates(cands, args.model or (engine.config.model if engine else None) or model.name, console)
+    if cands is not None:
+        return 0 if any(c.plan.fits for c in cands) else 1
+    return 0 if plan.fits else 1
