@@ -136,37 +136,52 @@ class Plan(_Frozen):
     def min_headroom_bytes(self) -> int:
         return min((r.headroom_bytes for r in self.ranks), default=0)
 
-    def to_json(self) -> dict:
-        """``{"ranks": [...], "verdict", "findings"}`` as ``numatop-llm plan --json`` prints it (plus context)."""
-        return {
-            "model": self.model,
-            "config": self.config.summary(),
-            "ranks": [
-                {
-                    "rank": r.rank,
-                    "node": r.node,
-                    "cpus": format_cpulist(r.cpus) if r.cpus else "",
-                    "weights_bytes": r.weights_bytes,
-                    "kv_bytes": r.kv_bytes,
-                    "overhead_bytes": r.overhead_bytes,
-                    "node_budget_bytes": r.node_budget_bytes,
-                    "verdict": r.verdict,
-                    "label": r.label,
-                    "need_bytes": r.need_bytes,
-                    "max_kv_bytes": r.max_kv_bytes,
-                    "kv_tokens": r.kv_tokens,
-                    "remote_bytes": r.remote_bytes,
-                    "shares_node_with": list(r.shares_node_with),
-                }
-                for r in self.ranks
-            ],
+    def to_json(self, detail: bool = False) -> dict:
+        """``{"ranks": [{"rank", "node", "cpus", "weights_bytes", "kv_bytes", "overhead_bytes",
+        "node_budget_bytes", "verdict"}], "verdict", "findings"}``, as ``numatop-llm plan --json`` prints it.
+
+        vLLM's errors lead the findings (``error: ...``). ``detail`` adds the rest (need, max KV,
+        tokens, labels, env and flags).
+        """
+        ranks = []
+        for r in self.ranks:
+            row = {
+                "rank": r.rank,
+                "node": r.node,
+                "cpus": format_cpulist(r.cpus) if r.cpus else "",
+                "weights_bytes": r.weights_bytes,
+                "kv_bytes": r.kv_bytes,
+                "overhead_bytes": r.overhead_bytes,
+                "node_budget_bytes": r.node_budget_bytes,
+                "verdict": r.verdict,
+            }
+            if detail:
+                row.update(
+                    label=r.label,
+                    need_bytes=r.need_bytes,
+                    max_kv_bytes=r.max_kv_bytes,
+                    kv_tokens=r.kv_tokens,
+                    remote_bytes=r.remote_bytes,
+                    shares_node_with=list(r.shares_node_with),
+                    kv_auto=r.kv_auto,
+                )
+            ranks.append(row)
+        out: dict = {
+            "ranks": ranks,
             "verdict": self.verdict,
-            "findings": list(self.findings),
-            "errors": list(self.errors),
-            "kv_tokens": self.kv_tokens,
-            "env": self.config.env(),
-            "args": self.config.args(),
+            "findings": [f"error: {e}" for e in self.errors] + list(self.findings),
         }
+        if detail:
+            out.update(
+                model=self.model,
+                config=self.config.summary(),
+                errors=list(self.errors),
+                kv_tokens=self.kv_tokens,
+                usable_cpus=self.usable_cpus,
+                env=self.config.env(),
+                args=self.config.args(),
+            )
+        return out
 
 
 def worker_label(tp: int, pp: int, tp_rank: int, pp_rank: int) -> str:
@@ -624,7 +639,7 @@ def _findings(
             out.append(
                 f"{r.label} on node {r.node}: {gib(r.weights_bytes)} weights + {gib(r.kv_bytes)} KV{kv_word} + "
                 f"{gib(r.overhead_bytes)} runtime = {gib(r.need_bytes)} of {gib(r.node_budget_bytes)} "
-                f"({gib(r.headroom_bytes)} spare); max KV that fits: {gib(r.max_kv_bytes)} "
+                f"({gib(r.headroom_bytes)} spare); max KV that fits: {r.max_kv_bytes / GIB:.2f} GiB "
                 f"(VLLM_CPU_KVCACHE_SPACE={r.max_kv_gib}) = {r.max_kv_bytes // block * BLOCK_SIZE:,} tokens"
             )
         elif r.verdict == "spills":
@@ -655,7 +670,7 @@ def _findings(
     for r in ranks:
         if r.strict_bind and r.node is not None and r.cpu_nodes and r.cpu_nodes != (r.node,) and lay.mode != "nobind":
             out.append(
-                f"{r.label}'s threads run on node(s) {format_cpulist(r.cpu_nodes)} but its memory is bound to node "
+                f"{r.label}'s threads run on nodes {', '.join(map(str, r.cpu_nodes))} but its memory is bound to node "
                 f"{r.node}: threads off node {r.node} read remote memory"
             )
     if cross:
