@@ -1,0 +1,150 @@
+"""``numatop-llm snapshot --json`` inside real multi-NUMA kernels agrees with the kernel itself.
+
+Each layout boots once (QEMU TCG); one guest command collects ``numactl --hardware``, the
+node files under /sys and the snapshot, and the host compares them with each other and with
+the layout QEMU was asked for.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from tests.vm.fixtures import numa_vm  # noqa: F401 - the session fixture
+from tests.vm.harness import NumaVm
+from tests.vm.layouts import LAYOUTS, MIB
+
+pytestmark = pytest.mark.vm
+
+SECTION = "=====8<===== "
+# The snapshot runs bound to node 0 (CPUs and memory), after a warm-up run that filled the page
+# cache: its own allocations then land on node 0 only, and every other node's free memory must
+# match the kernel's figure read just before to the page (give or take the kernel's own churn).
+SNAPSHOT = "numactl --membind=0 --cpunodebind=0 .venv/bin/python -m app.cli snapshot --json"
+COLLECT = f"""
+{SNAPSHOT} >/dev/null || exit 3
+echo '{SECTION}numactl'; numactl --hardware
+echo '{SECTION}sys'
+for f in /sys/devices/system/node/node*/cpulist /sys/devices/system/node/node*/distance \
+    /sys/devices/system/node/online /sys/devices/system/node/has_cpu /sys/devices/system/node/has_memory \
+    /sys/devices/system/cpu/online; do echo "$f:$(cat $f)"; done
+echo '{SECTION}packages'; grep -H . /sys/devices/system/cpu/cpu*/topology/physical_package_id
+echo '{SECTION}meminfo'; grep -H -E 'MemTotal|MemFree' /sys/devices/system/node/node*/meminfo
+echo '{SECTION}snapshot'; {SNAPSHOT}
+echo '{SECTION}proc-meminfo'; grep MemTotal /proc/meminfo
+"""
+
+
+def sections(stdout: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for chunk in stdout.split(SECTION)[1:]:
+        name, _, body = chunk.partition("\n")
+        out[name.strip()] = body
+    return out
+
+
+def parse_numactl_hardware(text: str) -> dict:
+    """``numactl --hardware`` as {nodes, cpus{n}, size_mib{n}, free_mib{n}, distances{n: row}}."""
+    res: dict = {"cpus": {}, "size_mib": {}, "free_mib": {}, "distances": {}}
+    m = re.search(r"available: (\d+) nodes \(([^)]*)\)", text)
+    assert m, text
+    res["count"] = int(m.group(1))
+    for line in text.splitlines():
+        if m := re.match(r"node (\d+) cpus:(.*)$", line):
+            res["cpus"][int(m.group(1))] = [int(x) for x in m.group(2).split()]
+        elif m := re.match(r"node (\d+) size: (\d+) MB", line):
+            res["size_mib"][int(m.group(1))] = int(m.group(2))
+        elif m := re.match(r"node (\d+) free: (\d+) MB", line):
+            res["free_mib"][int(m.group(1))] = int(m.group(2))
+    header = text.split("node distances:")[1].strip().splitlines()
+    cols = [int(x) for x in header[0].split()[1:]]
+    for row in header[1:]:
+        head, *vals = row.split()
+        res["distances"][int(head.rstrip(":"))] = dict(zip(cols, (int(v) for v in vals), strict=True))
+    return res
+
+
+def parse_sys(text: str, meminfo: str, packages: str) -> dict:
+    files: dict[str, str] = {}
+    for line in text.splitlines():
+        path, _, value = line.partition(":")
+        files[path] = value.strip()
+    nodes: dict[int, dict] = {}
+    for path, value in files.items():
+        if m := re.match(r"/sys/devices/system/node/node(\d+)/(cpulist|distance)$", path):
+            nodes.setdefault(int(m.group(1)), {})[m.group(2)] = value
+    for line in meminfo.splitlines():
+        m = re.match(r"/sys/devices/system/node/node(\d+)/meminfo:Node \d+ (MemTotal|MemFree):\s+(\d+) kB", line)
+        if m:
+            nodes.setdefault(int(m.group(1)), {})[m.group(2)] = int(m.group(3)) * 1024
+    pkg: dict[int, int] = {}
+    for line in packages.splitlines():
+        m = re.match(r"/sys/devices/system/cpu/cpu(\d+)/topology/physical_package_id:(\d+)", line)
+        if m:
+            pkg[int(m.group(1))] = int(m.group(2))
+    return {"files": files, "nodes": nodes, "package_of_cpu": pkg}
+
+
+def expand(cpulist: str) -> list[int]:
+    out: list[int] = []
+    for part in filter(None, cpulist.split(",")):
+        lo, _, hi = part.partition("-")
+        out += range(int(lo), int(hi or lo) + 1)
+    return out
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_snapshot_matches_the_guest_kernel(numa_vm: NumaVm, layout: str) -> None:  # noqa: F811
+    lay = LAYOUTS[layout]
+    res = numa_vm.run(layout, COLLECT, timeout=300).check()
+    sec = sections(res.stdout)
+    hw = parse_numactl_hardware(sec["numactl"])
+    sysfs = parse_sys(sec["sys"], sec["meminfo"], sec["packages"])
+    snap = json.loads(sec["snapshot"])
+    ids = list(range(len(lay.nodes)))
+
+    # the kernel did what QEMU was asked for
+    assert hw["count"] == len(lay.nodes)
+    assert sysfs["files"]["/sys/devices/system/node/online"] == f"0-{len(lay.nodes) - 1}"
+    for i, spec in enumerate(lay.nodes):
+        assert hw["cpus"][i] == list(spec.cpus)
+        assert hw["distances"][i] == dict(zip(ids, lay.distances[i], strict=True))
+        # the kernel keeps some of each node's memory for itself (struct pages, the kernel image on node 0)
+        assert 0.75 * spec.mem_mib <= hw["size_mib"][i] <= spec.mem_mib
+    assert expand(sysfs["files"]["/sys/devices/system/node/has_cpu"]) == [i for i in ids if lay.nodes[i].cpus]
+    assert expand(sysfs["files"]["/sys/devices/system/node/has_memory"]) == ids
+
+    # the snapshot says the same as numactl and /sys
+    assert [n["id"] for n in snap["nodes"]] == ids
+    assert snap["cpus_online"] == expand(sysfs["files"]["/sys/devices/system/cpu/online"]) == list(range(lay.cpus))
+    assert snap["cpus_offline"] == []
+    assert snap["degraded"] == []
+    assert snap["kernel"].endswith("-amd64")  # the guest's Debian kernel, not the host's
+    for node in snap["nodes"]:
+        i = node["id"]
+        kernel = sysfs["nodes"][i]
+        assert node["cpus"] == expand(kernel["cpulist"]) == hw["cpus"][i]
+        assert node["distances"] == {str(j): d for j, d in zip(ids, map(int, kernel["distance"].split()), strict=True)}
+        assert node["total_bytes"] == kernel["MemTotal"]
+        assert node["total_bytes"] // MIB == hw["size_mib"][i]
+        # free memory: the snapshot's own process and page cache sit on node 0; elsewhere to 4 MiB
+        slack = (64 if i == 0 else 4) * MIB
+        assert abs(node["free_bytes"] - kernel["MemFree"]) <= slack, (i, node["free_bytes"], kernel["MemFree"])
+        assert abs(node["free_bytes"] - hw["free_mib"][i] * MIB) <= slack + MIB
+        assert 0 < node["free_bytes"] < node["total_bytes"]
+        expect_pkg = {sysfs["package_of_cpu"][c] for c in node["cpus"]}
+        assert node["package"] == (expect_pkg.pop() if expect_pkg else None)
+    mem_total = int(re.search(r"MemTotal:\s+(\d+) kB", sec["proc-meminfo"]).group(1)) * 1024
+    assert snap["system_mem_total_bytes"] == mem_total
+    assert abs(sum(n["total_bytes"] for n in snap["nodes"]) - mem_total) <= 16 * MIB
+
+    # sockets: the CPUs QEMU put in each socket, and the nodes with CPUs there
+    pk = {p["id"]: p for p in snap["packages"]}
+    assert sorted(pk) == list(range(lay.sockets))
+    for s in range(lay.sockets):
+        cpus = [c for c in range(lay.cpus) if lay.socket_of(c) == s]
+        assert pk[s]["cpus"] == cpus
+        assert pk[s]["nodes"] == [i for i in ids if lay.nodes[i].cpus and lay.socket_of(lay.nodes[i].cpus[0]) == s]
+    assert snap["cores"] == lay.cpus

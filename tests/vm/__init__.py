@@ -1,0 +1,1 @@
+"""QEMU guests with real multi-NUMA Linux kernels for the test suite (see harness.py, build.sh)."""
