@@ -245,7 +245,8 @@ class EngineReader:
         argv = read_cmdline(proc, root) or ()
         env = read_environ(proc, root, problems)
         exe = read_link(proc, root, "exe", Problems())
-        cfg = engine_config(argv, env, vllm_version_near(exe))
+        cwd = read_link(proc, root, "cwd", Problems())
+        cfg = engine_config(argv, env, vllm_version_near(exe, argv, env, cwd))
         self._config = (root, starttime, cfg)
         return cfg
 

