@@ -287,13 +287,8 @@ def test_real_prometheus_scrapes_the_exporter_on_a_vllm_shaped_tree(tmp_path, pr
 
 
 @pytest.mark.vllm
-def test_real_prometheus_scrapes_the_exporter_on_the_real_vllm_tp2_engine(request, tmp_path, prometheus):
-    try:
-        eng = request.getfixturevalue("vllm_engine_tp2")
-    except pytest.FixtureLookupError:
-        if IN_CI:
-            pytest.fail("the vLLM testbed fixtures (tests/testbed/fixtures.py) are missing")
-        pytest.skip("the vLLM testbed (tests/testbed) is not in this checkout yet")
+def test_real_prometheus_scrapes_the_exporter_on_the_real_vllm_tp2_engine(vllm_engine_tp2, tmp_path, prometheus):
+    eng = vllm_engine_tp2
     with ExporterProcess("--pid", str(eng.pid), "--interval", "1") as exporter:
         target = f"127.0.0.1:{exporter.port}"
         with PrometheusServer(tmp_path, [target], rule_files=[RULES]) as prom:

