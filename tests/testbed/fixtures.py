@@ -12,8 +12,9 @@
   it starts is stopped at the end of the test.
 
 Tests that use these are moved to the end of the run, grouped TP=1, then TP=2, then custom engines,
-so the shared engine is switched as rarely as possible (a test function may set ``vllm_stage`` to
-place itself between groups).
+so the shared engine is switched as rarely as possible. A test that asks for an engine fixture through
+``request.getfixturevalue`` is placed right when the name is a parameter of the test; otherwise it
+may set ``vllm_stage`` on its function (10 TP=1, 30 TP=2, 50 custom) to place itself.
 """
 
 from __future__ import annotations
@@ -174,7 +175,11 @@ def _stage(item: pytest.Item) -> int:
     explicit = getattr(getattr(item, "function", None), "vllm_stage", None)
     if explicit is not None:
         return int(explicit)
-    names = getattr(item, "fixturenames", ())
+    names = set(getattr(item, "fixturenames", ()))
+    # a test parametrized over fixture names and calling request.getfixturevalue(name)
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None:
+        names |= {v for v in callspec.params.values() if isinstance(v, str)}
     stages = [s for n, s in _STAGES.items() if n in names]
     if stages:
         return max(stages)
