@@ -279,6 +279,11 @@ def story(seconds: int = 48) -> list[Snapshot]:
             mem, _ = read_nodes_memory(roots, base_topo.node_ids)
             nodes = tuple(n.model_copy(update={"memory": mem.get(n.id)}) for n in base_topo.nodes)
             topo = base_topo.model_copy(update={"nodes": nodes})
+            busy = {c: 1.0 + (c * 7 + step * 3) % 5 for c in range(120)}
+            for p in procs:
+                for th in p.threads:
+                    if th.cpu is not None and th.cpu_percent:
+                        busy[th.cpu] = min(100.0, busy[th.cpu] + th.cpu_percent)
             engine = Engine(root_pid=API_PID, processes=tuple(procs), config=config) if procs else None
             degraded: tuple[str, ...] = ()
             if engine is None:
@@ -292,6 +297,7 @@ def story(seconds: int = 48) -> list[Snapshot]:
                     engine=engine,
                     sample_seconds=0.012,
                     oom_kills=kill_now,
+                    cpu_busy=busy,
                     degraded=degraded,
                 )
             )

@@ -234,6 +234,8 @@ def diagnose(snap: Snapshot, state: AppState | None = None) -> list[Finding]:
         )
     if state is not None and state.plan_problem and engine is not None and engine.is_vllm:
         out.append(Finding("info", "no-plan", state.plan_problem))
+    if state is not None and state.plan_note and engine is not None:
+        out.append(Finding("info", "plan-note", state.plan_note))
     denied = [d for d in snap.degraded if "ermission" in d]
     if denied:
         out.append(

@@ -69,7 +69,7 @@ class EnginePlanner:
             if not (bundled / "config.json").is_file():
                 raise
             model = planner.load_model(bundled)
-            self.note = f"model dir not readable here ({exc}); using the bundled description of {Path(path).name}"
+            self.note = f"model dir {path} not readable here: planning with the bundled {Path(path).name} config"
         self._models = {path: model}
         return model
 

@@ -58,6 +58,7 @@ class AppState:
     last_engine: Snapshot | None = None
     plan: Any = None
     plan_problem: str | None = None
+    plan_note: str | None = None
     exit: EngineExit | None = None
     #: kills of engine processes the kernel reported: (wall time, explanation)
     kills: list[tuple[float, Explanation]] = field(default_factory=list)
@@ -80,13 +81,15 @@ class AppState:
     def engine_alive(self) -> bool:
         return self.latest is not None and self.latest.engine is not None
 
-    def update(self, snap: Snapshot, plan: Any = None, plan_problem: str | None = None) -> None:
+    def update(
+        self, snap: Snapshot, plan: Any = None, plan_problem: str | None = None, plan_note: str | None = None
+    ) -> None:
         prev_alive = self.engine_alive
         self.latest = snap
         self.samples += 1
         if snap.late_seconds > 0:
             self.late_samples += 1
-        self.plan, self.plan_problem = plan, plan_problem
+        self.plan, self.plan_problem, self.plan_note = plan, plan_problem, plan_note
         engine = snap.engine
         # kills first, explained with the engine as it was before this sample (the victim is gone now)
         for k in snap.oom_kills:

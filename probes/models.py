@@ -300,4 +300,6 @@ class Snapshot(Frozen):
     late_seconds: float = 0.0
     #: OOM kills the kernel reported since the previous sample (any process; match pids to the engine)
     oom_kills: tuple[OomKill, ...] = ()
+    #: busy percent of each CPU since the previous sample (from /proc/stat; empty on the first)
+    cpu_busy: dict[int, float] = Field(default_factory=dict)
     degraded: tuple[str, ...] = ()

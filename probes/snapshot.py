@@ -6,6 +6,7 @@ import os
 import socket
 import time
 
+from probes.cpuload import CpuLoadReader
 from probes.engine import EngineReader, NoSuchProcess
 from probes.models import Snapshot, Topology
 from probes.roots import SysRoots
@@ -43,6 +44,7 @@ class SnapshotReader:
         self.roots = roots
         self.topology: Topology = read_topology(roots)
         self.engine_reader = EngineReader(roots, pid) if pid is not None else None
+        self.cpu_load = CpuLoadReader(roots)
         self.host = host_name(roots)
         self.kernel = kernel_release(roots)
 
@@ -68,6 +70,7 @@ class SnapshotReader:
         nodes = tuple(n.model_copy(update={"memory": mem.get(n.id, n.memory)}) for n in self.topology.nodes)
         topo = self.topology.model_copy(update={"nodes": nodes})
         degraded = list(topo.degraded) + problems
+        busy = self.cpu_load.read()
         engine = None
         if self.engine_reader is not None:
             try:
@@ -89,5 +92,6 @@ class SnapshotReader:
             sample_seconds=time.perf_counter() - t0,
             late_seconds=late_seconds,
             oom_kills=tuple(oom_kills),
+            cpu_busy=busy,
             degraded=tuple(dict.fromkeys(degraded)),
         )

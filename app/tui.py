@@ -1,0 +1,614 @@
+"""The Textual dashboard: one app class, fed by a source (live or replay) through a worker thread.
+
+Data flows one way: the worker calls ``source.sample()`` (never on the UI thread), posts a
+``SampleArrived`` message, the app updates ``AppState`` and hands the widgets what they render.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from rich.text import Text
+from textual import on, work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
+from textual.screen import ModalScreen
+from textual.widgets import DataTable, Footer, Input, OptionList, Static, TabbedContent, TabPane
+from textual.widgets.option_list import Option
+
+from app.planbridge import EnginePlanner
+from app.state import AppState, clock
+from probes.models import Engine, Snapshot
+from widgets.diagnoses import Diagnoses
+from widgets.help import HelpScreen
+from widgets.memory_history import MemoryHistory
+from widgets.node_memory import NodeMemory
+from widgets.numa_map import NumaMap
+from widgets.processes import ProcessTable, ThreadTable
+from widgets.relaunch_view import RelaunchScreen
+
+INTERVALS = (0.5, 1.0, 2.0, 5.0, 10.0)
+
+
+class SampleArrived(Message):
+    def __init__(self, snapshot: Snapshot, plan: Any, plan_problem: str | None, note: str | None) -> None:
+        super().__init__()
+        self.snapshot, self.plan, self.plan_problem, self.note = snapshot, plan, plan_problem, note
+
+
+class ReplayEnded(Message):
+    pass
+
+
+class SourceFailed(Message):
+    def __init__(self, reason: str) -> None:
+        super().__init__()
+        self.reason = reason
+
+
+class EnginePicker(ModalScreen[int | None]):
+    """More than one engine runs: pick one (Enter), or Esc to watch the machine only."""
+
+    BINDINGS = [Binding("escape", "dismiss_none", "machine only")]
+    DEFAULT_CSS = """
+    EnginePicker { align: center middle; }
+    EnginePicker > Vertical { width: 80%; height: auto; max-height: 80%; border: round $accent;
+        background: $panel; }
+    """
+
+    def __init__(self, candidates: list[Any]) -> None:
+        super().__init__()
+        self.candidates = candidates
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static(Text("vLLM engines running here — pick one", style="bold"))
+            yield OptionList(
+                *(
+                    Option(f"pid {c.root_pid:<8} {c.workers} worker(s)  {c.model or '?'}", id=str(c.root_pid))
+                    for c in self.candidates
+                )
+            )
+
+    @on(OptionList.OptionSelected)
+    def _picked(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(int(event.option.id or 0))
+
+    def action_dismiss_none(self) -> None:
+        self.dismiss(None)
+
+
+class NumatopApp(App[None]):
+    """numatop-llm: the NUMA map, node memory, processes/threads, diagnoses and the what-if editor."""
+
+    TITLE = "numatop-llm"
+    #: nothing takes focus at start: the single-letter keys belong to the app, not to an input
+    AUTO_FOCUS = None
+    CSS = """
+    Screen { layout: vertical; }
+    #info { height: auto; background: $boost; padding: 0 1; }
+    #status { height: auto; padding: 0 1; }
+    #status.alert { background: $error 30%; text-style: bold; }
+    #overview-top { height: auto; }
+    #overview-top > Vertical { width: 1fr; height: auto; }
+    .box { border: round $primary 60%; border-title-color: $text; height: auto; }
+    #diagnoses-box { height: auto; min-height: 3; }
+    #procs { height: 1fr; min-height: 5; }
+    #threads { height: 1fr; min-height: 5; }
+    #filter { dock: bottom; display: none; }
+    #filter.visible { display: block; }
+    #engine-bytes { height: auto; padding: 0 1; }
+    TabbedContent { height: 1fr; }
+    TabPane { padding: 0; }
+    """
+    BINDINGS = [
+        Binding("q", "quit", "quit"),
+        Binding("question_mark", "help", "help"),
+        Binding("p", "pause", "pause"),
+        Binding("w", "whatif", "what-if"),
+        Binding("d", "distances", "distances"),
+        Binding("1", "tab('overview')", "overview", show=False),
+        Binding("2", "tab('processes')", "processes", show=False),
+        Binding("3", "tab('memory')", "memory", show=False),
+        Binding("plus,equals_sign", "slower", "slower", show=False),
+        Binding("minus", "faster", "faster", show=False),
+        Binding("r", "rediscover", "rediscover", show=False),
+        Binding("s", "sort", "sort", show=False),
+        Binding("slash", "filter", "filter", show=False),
+        Binding("D", "demo", "demo", show=False),
+        Binding("L", "live", "live", show=False),
+        Binding("escape", "clear_filter", "clear filter", show=False),
+    ]
+
+    def __init__(
+        self,
+        source: Any,
+        *,
+        interval: float = 1.0,
+        recorder: Any = None,
+        first_note: str | None = None,
+        plan_every: float = 30.0,
+    ) -> None:
+        super().__init__()
+        self.source = source
+        self.interval = interval
+        self.recorder = recorder
+        self.state = AppState()
+        self.bridge = EnginePlanner(every=plan_every)
+        self.note = first_note
+        self.paused = False
+        self.replay_done = False
+        self.filter_text = ""
+        self.relaunching = False
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._selected_pid: int | None = None
+        self.first_frame_at: float | None = None
+
+    # -- layout ----------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="info")
+        yield Static(id="status")
+        with TabbedContent(initial="overview"):
+            with TabPane("1 Overview", id="overview"), VerticalScroll():
+                with Horizontal(id="overview-top"):
+                    with Vertical(classes="box", id="map-box") as v:
+                        v.border_title = "NUMA map"
+                        yield NumaMap(id="map")
+                    with Vertical(classes="box", id="mem-box") as v:
+                        v.border_title = "Node memory"
+                        yield NodeMemory(id="mem")
+                with Vertical(classes="box", id="diagnoses-box") as v:
+                    v.border_title = "Diagnoses"
+                    yield Diagnoses(id="diagnoses")
+            with TabPane("2 Processes", id="processes"), Vertical():
+                yield ProcessTable(id="procs")
+                yield ThreadTable(id="threads")
+            with TabPane("3 Memory", id="memory"), Vertical():
+                yield MemoryHistory(id="history")
+                yield Static(id="engine-bytes")
+        yield Input(placeholder="filter processes and threads (Esc clears)", id="filter", disabled=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#info", Static).update(Text("numatop-llm — reading the machine…", style="bold"))
+        self._status()
+        if getattr(self.source, "live", False) and len(getattr(self.source, "candidates", [])) > 1:
+            self.push_screen(EnginePicker(self.source.candidates), self._engine_picked)
+        self.sampler()
+
+    # -- the sampler worker ----------------------------------------------------------------
+
+    @work(thread=True, exclusive=True, group="sampler", exit_on_error=False)
+    def sampler(self) -> None:
+        due = time.monotonic()
+        while not self._stop.is_set():
+            wait = due - time.monotonic()
+            if wait > 0:
+                self._wake.wait(wait)
+                self._wake.clear()
+                if self._stop.is_set():
+                    return
+                if self.paused:
+                    due = time.monotonic() + self.interval
+                    continue
+                if time.monotonic() < due - 0.001:
+                    continue
+            late = time.monotonic() - due
+            source = self.source
+            try:
+                snap = source.sample(late if late > max(0.1, 0.25 * self.interval) else 0.0)
+            except Exception as exc:
+                self.post_message(SourceFailed(f"sampling failed: {type(exc).__name__}: {exc}"))
+                snap = None
+                if getattr(source, "live", False):
+                    due = time.monotonic() + self.interval
+                    continue
+            if snap is None:
+                if source is self.source:
+                    self.post_message(ReplayEnded())
+                    return
+                continue
+            plan = self.bridge.plan(snap.engine, snap.topology) if snap.engine is not None else None
+            self.post_message(SampleArrived(snap, plan, self.bridge.problem, self.bridge.note))
+            pace = source.pace(self.interval) if hasattr(source, "pace") else self.interval
+            due += pace if not getattr(source, "live", False) else self.interval
+            now = time.monotonic()
+            if now > due:  # overran: skip missed deadlines, sample now (it will be marked late)
+                due += ((now - due) // self.interval) * self.interval
+
+    def on_unmount(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self.recorder is not None:
+            self.recorder.close()
+        try:
+            self.source.close()
+        except Exception:
+            pass
+
+    @on(SampleArrived)
+    def _sample(self, msg: SampleArrived) -> None:
+        self.state.update(msg.snapshot, msg.plan, msg.plan_problem, msg.note)
+        if self.recorder is not None:
+            try:
+                self.recorder.write(msg.snapshot)
+            except OSError as exc:
+                self.notify(f"recording stopped: {exc}", severity="error")
+                self.recorder = None
+        if getattr(self.source, "live", False) and msg.snapshot.engine is not None:
+            self._remember(msg.snapshot)
+        self.render_state()
+        if self.first_frame_at is None:
+            self.first_frame_at = time.monotonic()
+
+    def _remember(self, snap: Snapshot) -> None:
+        key = (snap.engine.root_pid, len(snap.engine.processes)) if snap.engine else None
+        if key != getattr(self, "_remembered", None):
+            from app.statedir import remember_engine
+
+            remember_engine(snap.engine, snap.topology, snap.taken_at)
+            self._remembered = key
+
+    @on(ReplayEnded)
+    def _replay_ended(self) -> None:
+        self.replay_done = True
+        self._status()
+
+    @on(SourceFailed)
+    def _failed(self, msg: SourceFailed) -> None:
+        self.notify(msg.reason, severity="error", timeout=8)
+
+    # -- rendering -------------------------------------------------------------------------
+
+    def render_state(self) -> None:
+        st = self.state
+        snap = st.latest
+        if snap is None:
+            return
+        engine = st.engine
+        self.query_one("#info", Static).update(self._info_text(snap, engine))
+        self._status()
+        oom_nodes = {f.node for f in st.findings if f.code == "will-oom" and f.node is not None}
+        self.query_one(NumaMap).show(snap, engine if st.engine_alive else None)
+        self.query_one(NodeMemory).show(snap, engine if st.engine_alive else None, oom_nodes)
+        empty = "no findings" if engine is not None else "no engine attached: the machine's nodes are shown"
+        self.query_one(Diagnoses).show(st.findings, empty=empty)
+        active = self.query_one(TabbedContent).active
+        if active == "processes":
+            self._render_processes()
+        elif active == "memory":
+            self._render_memory()
+
+    def _render_processes(self) -> None:
+        engine = self.state.engine
+        procs = self.query_one(ProcessTable)
+        procs.show(engine, self.filter_text)
+        pid = procs.selected_pid()
+        proc = None
+        if engine is not None:
+            proc = next((p for p in engine.processes if p.pid == pid), None) or (
+                max(engine.workers(), key=lambda p: len(p.threads), default=None)
+            )
+        self.query_one(ThreadTable).show(proc, self.filter_text)
+        tt = self.query_one(ThreadTable)
+        tt.border_title = f"threads of {proc.label or proc.comm} ({proc.pid})" if proc else "threads"
+
+    def _render_memory(self) -> None:
+        st = self.state
+        snap = st.latest
+        if snap is None:
+            return
+        totals = {n.id: n.memory.total_bytes for n in snap.topology.nodes if n.memory}
+        self.query_one(MemoryHistory).show(list(st.history), totals)
+        engine = st.engine
+        text = Text()
+        if engine is not None:
+            text.append("engine bytes by node: ", style="bold")
+            for p in engine.processes:
+                if not p.node_bytes:
+                    continue
+                parts = " ".join(f"n{n}:{b / 2**30:.1f}G" for n, b in sorted(p.node_bytes.items()) if b)
+                text.append(f"\n  {(p.label or p.comm):<14} {p.policy.text:<12} {parts}")
+        self.query_one("#engine-bytes", Static).update(text)
+
+    def _info_text(self, snap: Snapshot, engine: Engine | None) -> Text:
+        topo = snap.topology
+        t = Text()
+        t.append("numatop-llm ", style="bold")
+        t.append(f"{snap.host} {snap.kernel}", style="cyan")
+        sockets = len(topo.packages) or 1
+        t.append(f" · {len(topo.nodes)} nodes {len(topo.cpus_online)} CPUs {sockets} sockets")
+        if engine is not None:
+            c = engine.config
+            model = (c.served_name or (c.model or "?").rstrip("/").rsplit("/", 1)[-1])[:32]
+            kv = "unset" if c.kv_cache_gib is None else f"{c.kv_cache_gib:g}G"
+            t.append(f"\nengine {engine.root_pid} ", style="bold")
+            t.append(model, style="bold magenta")
+            t.append(
+                f" TP{c.tensor_parallel_size} PP{c.pipeline_parallel_size} bind {c.omp_threads_bind or 'unset'} KV {kv}"
+            )
+            if c.vllm_version:
+                t.append(f" vLLM {c.vllm_version}", style="dim")
+        return t
+
+    def _status(self) -> None:
+        st = self.state
+        status = self.query_one("#status", Static)
+        parts: list[tuple[str, str]] = []
+        alert = False
+        src = getattr(self.source, "label", "")
+        if st.exit is not None:
+            parts.append((st.exit.headline + " — last snapshot shown; r re-discovers", "bold"))
+            alert = True
+        elif st.latest is not None and st.latest.engine is None and getattr(self.source, "live", False):
+            lost = getattr(self.source, "lost_pid", None)
+            if lost:
+                parts.append((f"process {lost} exited — r re-discovers", "bold"))
+                alert = True
+            else:
+                parts.append(("no vLLM engine running here — r looks again, D opens the demo", "yellow"))
+        if not getattr(self.source, "live", False) and getattr(self, "_offer_live", False):
+            parts.append(("L watches this machine", "yellow"))
+        if self.paused:
+            parts.append(("PAUSED (p resumes)", "bold yellow"))
+        if self.replay_done:
+            parts.append(("replay ended", "bold"))
+        if st.latest is not None:
+            s = st.latest
+            when = clock(s.taken_at)
+            parts.append((f"{src} {when} every {self.interval:g}s · sample {1000 * s.sample_seconds:.0f} ms", "dim"))
+            if s.late_seconds:
+                parts.append((f"late {s.late_seconds:.1f}s", "yellow"))
+            denied = sum(1 for d in s.degraded if "ermission" in d)
+            if denied:
+                parts.append((f"{denied} files unreadable (not root?)", "yellow"))
+        if self.note:
+            parts.append((self.note, "dim italic"))
+        text = Text()
+        for i, (p, style) in enumerate(parts):
+            if i:
+                text.append(" · ", style="dim")
+            text.append(p, style=style)
+        status.update(text)
+        status.set_class(alert, "alert")
+
+    # -- actions ---------------------------------------------------------------------------
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    def action_pause(self) -> None:
+        self.paused = not self.paused
+        self._wake.set()
+        self._status()
+
+    def action_slower(self) -> None:
+        bigger = [i for i in INTERVALS if i > self.interval]
+        self.interval = bigger[0] if bigger else self.interval
+        self._status()
+
+    def action_faster(self) -> None:
+        smaller = [i for i in INTERVALS if i < self.interval]
+        self.interval = smaller[-1] if smaller else self.interval
+        self._wake.set()
+        self._status()
+
+    def action_distances(self) -> None:
+        m = self.query_one(NumaMap)
+        m.show_distances = not m.show_distances
+        self.query_one("#map-box").border_title = "NUMA distances" if m.show_distances else "NUMA map"
+        self.action_tab("overview")
+
+    def action_tab(self, tab: str) -> None:
+        self.query_one(TabbedContent).active = tab
+        self.render_state()
+
+    @on(TabbedContent.TabActivated)
+    def _tab_changed(self, event: TabbedContent.TabActivated) -> None:
+        self.render_state()
+        if event.pane.id == "processes" and not self.query_one("#filter", Input).has_focus:
+            self.query_one(ProcessTable).focus()
+        elif event.pane.id != "processes":
+            self.set_focus(None)
+
+    @on(DataTable.RowHighlighted, "#procs")
+    def _proc_moved(self) -> None:
+        self._render_processes()
+
+    def action_sort(self) -> None:
+        tt = self.query_one(ThreadTable)
+        keys = ["CPU%", "TID", "CPU", "node"]
+        tt.sort_key = keys[(keys.index(getattr(tt, "sort_key", "CPU%")) + 1) % len(keys)]
+        self.notify(f"threads sorted by {tt.sort_key}", timeout=2)
+        self.action_tab("processes")
+
+    def action_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.disabled = False
+        box.add_class("visible")
+        box.focus()
+
+    @on(Input.Changed, "#filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self.filter_text = event.value.strip()
+        if self.query_one(TabbedContent).active != "processes":
+            self.query_one(TabbedContent).active = "processes"
+        self._render_processes()
+
+    @on(Input.Submitted, "#filter")
+    def _filter_done(self) -> None:
+        self.query_one("#procs").focus()
+
+    def action_clear_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.value = ""
+        box.remove_class("visible")
+        box.disabled = True
+        self.filter_text = ""
+        self._render_processes()
+
+    def action_rediscover(self) -> None:
+        src = self.source
+        if not getattr(src, "live", False):
+            self.notify("a replay cannot re-discover; run numatop-llm without --demo to watch this machine")
+            return
+        found = src.rediscover()
+        self.state.exit = None
+        if len(found) > 1:
+            self.push_screen(EnginePicker(found), self._engine_picked)
+        self.notify(f"{len(found)} vLLM engine(s) found" + (f": attached to {src.attached_pid}" if found else ""))
+        self._wake.set()
+
+    def _engine_picked(self, pid: int | None) -> None:
+        self.source.attach(pid)
+        self._wake.set()
+
+    def action_demo(self) -> None:
+        from app.sampler import demo_source
+
+        old = self.source
+        self.source = demo_source()
+        self.state = AppState()
+        self.replay_done = False
+        self.note = "demo: the 8-node story (a recording; nothing here is live)"
+        try:
+            old.close()
+        except Exception:
+            pass
+        self.sampler()
+
+    def action_live(self) -> None:
+        from app.sampler import LiveSource
+
+        if getattr(self.source, "live", False):
+            return
+        old = self.source
+        self.source = LiveSource()
+        self.state = AppState()
+        self.replay_done = False
+        self.note = None
+        old.close()
+        self.sampler()
+
+    # -- what-if and relaunch --------------------------------------------------------------
+
+    def action_whatif(self) -> None:
+        from widgets.whatif import WhatIfScreen
+
+        st = self.state
+        engine = st.engine
+        snap = st.last_engine or st.latest
+        if engine is None or snap is None:
+            self.notify("no engine to plan for: attach to one (r) or open the demo (D)", severity="warning")
+            return
+        try:
+            import app.planner as planner
+            from app.planbridge import model_path
+
+            path = model_path(engine)
+            if path is None:
+                raise ValueError("the engine's model path is unknown")
+            model = self.bridge.load(path)
+        except Exception as exc:
+            self.notify(f"cannot plan: {exc}", severity="error", timeout=8)
+            return
+        base = planner.config_from_engine(engine.config)
+        start = base
+        current = planner.make_plan(model, snap.topology, base)
+        if not current.fits:
+            try:
+                best = planner.solve(model, snap.topology, base, limit=1)
+                if best:
+                    start = best[0].config
+            except Exception:
+                pass
+        live = getattr(self.source, "live", False) and st.engine_alive
+        why = (
+            "" if live else "this is a recording: nothing to relaunch here (numatop-llm relaunch --pid N on the server)"
+        )
+        self.push_screen(
+            WhatIfScreen(
+                planner,
+                model,
+                snap.topology,
+                base,
+                start=start,
+                preview=lambda cfg: self._preview(engine, base, cfg),
+                can_relaunch=live,
+                why_not=why,
+            ),
+            self._whatif_done,
+        )
+
+    def _preview(self, engine: Engine, base: Any, cfg: Any) -> list[str]:
+        """What the relaunch would change, from the configuration alone (no /proc read here)."""
+        out = []
+        for name, a, b in (
+            ("--tensor-parallel-size", base.tp, cfg.tp),
+            ("--pipeline-parallel-size", base.pp, cfg.pp),
+            ("VLLM_CPU_OMP_THREADS_BIND", base.bind, cfg.bind),
+            ("VLLM_CPU_KVCACHE_SPACE", base.kv_gib, cfg.kv_gib),
+            ("VLLM_CPU_NUM_OF_RESERVED_CPU", base.reserved_cpus, cfg.reserved_cpus),
+        ):
+            if a != b:
+                out.append(f"{name}: {'unset' if a is None else a} → {'unset' if b is None else b}")
+        if out:
+            out.append(
+                f"engine {engine.root_pid} is drained, stopped, started with this, verified; rolled back on failure"
+            )
+        return out
+
+    def _whatif_done(self, cfg: Any) -> None:
+        if cfg is None or self.state.engine is None:
+            return
+        pid = self.state.engine.root_pid
+        screen = RelaunchScreen(f"Relaunching engine {pid} with {cfg.summary()}")
+        self.push_screen(screen)
+        self.relaunch(pid, cfg, screen)
+
+    @work(thread=True, exclusive=True, group="relaunch", exit_on_error=False)
+    def relaunch(self, pid: int, cfg: Any, screen: RelaunchScreen) -> None:
+        def ui(fn, *a) -> None:
+            self.call_from_thread(fn, *a)
+
+        try:
+            from app.launcher import CaptureError, Relaunch, capture
+
+            try:
+                old = capture(pid)
+            except CaptureError as exc:
+                ui(screen.finish, False, str(exc))
+                return
+            new = old.with_plan(cfg)
+            plan = None
+            snap = self.state.last_engine
+            if snap is not None and snap.engine is not None:
+                import app.planner as planner
+                from app.planbridge import model_path
+
+                path = model_path(snap.engine)
+                if path:
+                    plan = planner.make_plan(self.bridge.load(path), snap.topology, cfg)
+            self.relaunching = True
+
+            def on_step(step: Any) -> None:
+                msg = step.message
+                if step.countdown is not None:
+                    msg = f"{msg} ({step.countdown:.0f} s left)"
+                ui(screen.step, step.name, step.status, msg, step.seconds)
+
+            outcome = Relaunch(old, new, on_step=on_step, plan=plan).run()
+            if outcome.new_pid:
+                self.source.attach(outcome.new_pid)
+                self._wake.set()
+            ui(screen.finish, outcome.ok, outcome.message, "" if outcome.ok else outcome.log_tail)
+        except Exception as exc:
+            ui(screen.finish, False, f"relaunch failed: {type(exc).__name__}: {exc}")
+        finally:
+            self.relaunching = False
