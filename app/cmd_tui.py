@@ -36,7 +36,8 @@ def build_source(args: argparse.Namespace):
     if getattr(args, "demo", False):
         if args.speed <= 0:
             raise UsageError("--speed must be above 0")
-        return demo_source(speed=args.speed), "demo: the 8-node story (a recording; nothing here is live) — L watches this machine"
+        note = "demo: the 8-node story (a recording; nothing here is live) — L watches this machine"
+        return demo_source(speed=args.speed), note
     roots = _roots(args)
     _check_pid(roots, args.pid)
     src = LiveSource(roots, args.pid)

@@ -64,7 +64,7 @@ class EnginePlanner:
         try:
             model = planner.load_model(path)
             self.note = None
-        except planner.ModelError as exc:
+        except planner.ModelError:
             bundled = BUNDLED_MODELS / Path(path).name
             if not (bundled / "config.json").is_file():
                 raise
