@@ -11,11 +11,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,7 +151,7 @@ class FakeSystem:
         e = self._listener(port)
         return e.root if e else self.port_blocked_by
 
-    def leftovers(self, tree: list[ProcRef]) -> list[str]:
+    def leftovers(self, tree: list[ProcRef], tmpdir: str | None = None) -> list[str]:
         out: list[str] = []
         for r in tree:
             e = self.engine_of(r.pid)
@@ -229,11 +232,15 @@ import http.server, json, mmap, os, signal, socketserver, subprocess, sys, threa
 
 CHILD = """
 import os, signal, sys, time, mmap, subprocess
-signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+kid = None
+def _term(*a):
+    if kid is not None and kid.poll() is None:
+        kid.terminate(); kid.wait()
+    sys.exit(0)
+signal.signal(signal.SIGTERM, _term)
 shm = os.environ.get("FAKE_SHM")
 if shm:
     fd = os.open(shm, os.O_RDWR); m = mmap.mmap(fd, 4096)
-kid = None
 if sys.argv[1:] == ["core"]:
     tmp = os.environ.get("FAKE_DIST_DIR")
     if tmp:
@@ -241,8 +248,9 @@ if sys.argv[1:] == ["core"]:
     kid = subprocess.Popen(["VLLM::Worker", "-c", os.environ["FAKE_CHILD"], "worker"], executable=os.environ["FAKE_PYTHON"])
     if os.environ.get("FAKE_FAIL") == "kill9":
         time.sleep(0.3); os.kill(kid.pid, 9); kid.wait()
-        print("Worker proc VllmWorker-0 died unexpectedly (exit code: -9)", flush=True)
+        print("Worker proc VllmWorker-0 died unexpectedly (exit code: -9)", file=sys.stderr, flush=True)
         sys.exit(1)
+    print("ready", flush=True)
 while True:
     time.sleep(0.2)
     if kid is not None and kid.poll() is not None:
@@ -265,10 +273,22 @@ print("fake vllm serve", model, "port", port, "tp", flag("--tensor-parallel-size
 time.sleep(float(os.environ.get("FAKE_STARTUP", "0.2")))
 if fail == "exit":
     print("ValueError: bad bind list", flush=True); sys.exit(3)
+bind = os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "auto")
+if bind not in ("auto", "nobind"):
+    cpus = set(os.sched_getaffinity(0))
+    for part in bind.split("|"):
+        for rng in part.split(","):
+            lo, _, hi = rng.partition("-")
+            if any(c not in cpus for c in range(int(lo), int(hi or lo) + 1)):
+                print(f"ValueError: VLLM_CPU_OMP_THREADS_BIND {bind}: CPU {rng} is not allowed", flush=True)
+                sys.exit(3)
 shm = f"/dev/shm/psm_fake_{os.getpid()}_{uuid.uuid4().hex[:6]}"
 fd = os.open(shm, os.O_RDWR | os.O_CREAT, 0o600); os.ftruncate(fd, 4096); held = mmap.mmap(fd, 4096)
 env = dict(os.environ, FAKE_SHM=shm, FAKE_CHILD=CHILD, FAKE_PYTHON=sys.executable)
-core = subprocess.Popen(["VLLM::EngineCore", "-c", CHILD, "core"], executable=sys.executable, env=env)
+core = subprocess.Popen(["VLLM::EngineCore", "-c", CHILD, "core"], executable=sys.executable, env=env, stdout=subprocess.PIPE)
+if core.stdout.readline().strip() != b"ready":  # like vLLM: no API before the engine core is up
+    print("RuntimeError: Engine core initialization failed. See root cause above.", flush=True)
+    sys.exit(1)
 inflight = 0; lock = threading.Lock()
 
 class H(http.server.BaseHTTPRequestHandler):
@@ -347,6 +367,7 @@ class FakeVllm:
         env: dict | None = None,
         args: tuple[str, ...] = (),
         user: int | None = None,
+        group: int | None = None,
         prefix: tuple[str, ...] = (),
         preexec=None,
     ) -> subprocess.Popen:
@@ -363,6 +384,8 @@ class FakeVllm:
             stderr=subprocess.STDOUT,
             start_new_session=True,
             user=user,
+            group=group,
+            extra_groups=[] if group is not None else None,
             preexec_fn=preexec,
         )
         log.close()
@@ -371,10 +394,28 @@ class FakeVllm:
         return p
 
     def stop_all(self) -> None:
+        """Kill every tree this fake started, and every tree a relaunch started from its script."""
         for p in self.procs:
             if p.poll() is None:
                 with_suppress(os.killpg, p.pid, signal.SIGKILL)
                 p.wait(timeout=10)
+        for pid in self.running_api_servers():
+            kill_tree(pid)
+        for seg in Path("/dev/shm").glob("psm_fake_*"):
+            if not any(str(seg) in " ".join(_held(pid)) for pid in _all_pids()):
+                seg.unlink(missing_ok=True)
+
+    def running_api_servers(self) -> list[int]:
+        """PIDs of live API servers running this fake's script (started by us or by a relaunch)."""
+        out = []
+        for pid in _all_pids():
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if len(cmd) > 1 and cmd[1] == str(self.script).encode():
+                out.append(pid)
+        return out
 
 
 def with_suppress(fn, *a) -> None:
@@ -410,3 +451,28 @@ def tree_pids(pid: int) -> list[int]:
 def kill_tree(pid: int) -> None:
     for p in reversed(tree_pids(pid)):
         with_suppress(os.kill, p, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def fake_vllm_root(tag: str):
+    """A :class:`FakeVllm` in a fresh directory under /tmp (readable by other users, unlike /root);
+    every tree it started is killed and every segment they left is removed at exit."""
+    root = Path(tempfile.mkdtemp(prefix=f"numatop-launcher-{tag}-", dir="/tmp"))
+    root.chmod(0o755)
+    fv = FakeVllm(root)
+    try:
+        yield fv
+    finally:
+        fv.stop_all()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _all_pids() -> list[int]:
+    return [int(n) for n in os.listdir("/proc") if n.isdigit()]
+
+
+def _held(pid: int) -> list[str]:
+    try:
+        return [line.split()[-1] for line in Path(f"/proc/{pid}/maps").read_text().splitlines()]
+    except (OSError, IndexError):
+        return []

@@ -209,7 +209,7 @@ class Relaunch:
         if self._step("drain", self._drain) is None:
             return self._outcome(False, False, self.old.pid, self._last_message() + "; nothing changed")
         tree = self.system.tree(old_ref.pid) or [old_ref]
-        leftovers = set(self.system.leftovers(tree))
+        leftovers = set(self.system.leftovers(tree, _tmpdir(self.old)))
         if self._step("stop", lambda: self._stop(old_ref, tree)) is None:
             return self._outcome(
                 False, False, None, self._last_message() + "; the old engine may be partly stopped, nothing started"
@@ -260,7 +260,7 @@ class Relaunch:
         spawned = self._step(prefix + "start", lambda: self._start(spec, log_path))
         if spawned is None:
             return self._last_message(), None, log_path
-        self._remember_tree(spawned.pid)
+        self._remember_tree(spawned.pid, spec)
         if self._step(prefix + "health", lambda: self._health(spec, spawned)) is None:
             return self._last_message(), spawned.pid, log_path
         if self._step(prefix + "verify", lambda: self._verify(spec, spawned)) is None:
@@ -277,7 +277,7 @@ class Relaunch:
                 live += [r for r in self.system.tree(new_pid) if r not in live]
             if not live:
                 return "the new engine had already exited"
-            new_leftovers.update(self.system.leftovers(live))
+            new_leftovers.update(self.system.leftovers(live, _tmpdir(self.new)))
             return self._stop(root or live[0], live)
 
         self._step("rollback stop", stop_new)
@@ -416,7 +416,7 @@ class Relaunch:
         while True:
             now = self.system.monotonic()
             if now - last_tree >= 2.0:
-                self._remember_tree(spawned.pid)
+                self._remember_tree(spawned.pid, spec)
                 last_tree = now
             rc = spawned.poll()
             if rc is not None:
@@ -424,7 +424,7 @@ class Relaunch:
                 raise _Failed(f"pid {spawned.pid} {_exit_text(rc)} {now - t0:.1f} s after start")
             r = self.system.http("GET", url, timeout=2)
             if r.status == 200:
-                self._remember_tree(spawned.pid)
+                self._remember_tree(spawned.pid, spec)
                 return f"/health answered 200 {self.system.monotonic() - t0:.1f} s after start"
             if now >= deadline:
                 raise _Failed(f"/health did not answer within {self.start_timeout:g} s")
@@ -481,12 +481,12 @@ class Relaunch:
         return f"a completion ({tokens} tokens, model {model}) answered in {took:.1f} s"
 
     # -- helpers ------------------------------------------------------------------------------
-    def _remember_tree(self, pid: int) -> None:
+    def _remember_tree(self, pid: int, spec: LaunchSpec) -> None:
         tree = self.system.tree(pid)
         for r in tree:
             self._seen.setdefault(r.pid, r)
         if tree:
-            self._leftovers.update(self.system.leftovers(tree))
+            self._leftovers.update(self.system.leftovers(list(self._seen.values()), _tmpdir(spec)))
 
     def _explain_death(self) -> None:
         if self._explanations:
@@ -576,6 +576,12 @@ class Relaunch:
 
 class _Skipped(Exception):
     """A step that does not apply; carries why."""
+
+
+def _tmpdir(spec: LaunchSpec) -> str | None:
+    """The temp dir the engine's processes use (vLLM's FileStore goes there)."""
+    env = spec.environment()
+    return env.get("TMPDIR") or env.get("TEMP") or env.get("TMP") or None
 
 
 def _labels(refs: list[ProcRef]) -> str:

@@ -138,7 +138,8 @@ class LaunchSpec:
         return self.program
 
     def masked_command(self) -> str:
-        return shlex.join(mask_argv(self.command()))
+        """The command as one shell-quoted line, secrets shown as ``****``."""
+        return " ".join(a if MASK in a and shlex.quote(a) != a else shlex.quote(a) for a in mask_argv(self.command()))
 
     def summary(self) -> dict[str, Any]:
         """A JSON-ready, masked description (for the journal and ``--json``)."""

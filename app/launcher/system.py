@@ -67,7 +67,7 @@ class System(Protocol):
     def kill(self, ref: ProcRef, sig: int) -> bool: ...
     def port_free(self, host: str | None, port: int) -> bool: ...
     def port_owner(self, port: int) -> int | None: ...
-    def leftovers(self, tree: list[ProcRef]) -> list[str]: ...
+    def leftovers(self, tree: list[ProcRef], tmpdir: str | None = None) -> list[str]: ...
     def remove_leftovers(self, paths: list[str]) -> tuple[list[str], list[str]]: ...
     def spawn(self, spec: LaunchSpec, log_path: Path) -> Spawned: ...
     def http(self, method: str, url: str, body: dict | None = None, *, headers: dict | None = None,
@@ -151,13 +151,11 @@ class LiveSystem:
         return st is not None and st[4] == ref.starttime and st[0] not in ("Z", "X")
 
     def _reap(self, pid: int) -> None:
-        """Collect our own exited children so they do not linger as zombies."""
+        """Collect engines we spawned once they exit, so they do not linger as zombies. Other
+        processes' children are left to their parents (a zombie counts as gone anyway)."""
         child = self._children.get(pid)
         if child is not None:
             child.poll()
-            return
-        with contextlib.suppress(ChildProcessError, OSError):
-            os.waitpid(pid, os.WNOHANG)
 
     def tree(self, pid: int) -> list[ProcRef]:
         """The live process ``pid`` and its descendants, plus strays left in its process group."""
@@ -241,9 +239,11 @@ class LiveSystem:
         return None
 
     # leftovers
-    def leftovers(self, tree: list[ProcRef]) -> list[str]:
-        """What the tree would leave behind: ``/dev/shm`` entries it maps or holds open, and its
-        ``/tmp/vllm_dist_*`` FileStore (created by the engine core just before it starts the workers)."""
+    def leftovers(self, tree: list[ProcRef], tmpdir: str | None = None) -> list[str]:
+        """What the tree would leave behind: ``/dev/shm`` entries it maps or holds open; its gloo
+        FileStore ``vllm_dist_<uuid>`` in the engine's temp dir (``tmpdir``, else ours), created by the
+        engine core just before it starts the workers; and ``/dev/shm`` entries named after that
+        FileStore (the TP>1 ``…-cpushm`` segments)."""
         prefix = str(self.shm) + "/"
         out: set[str] = set()
         for ref in tree:
@@ -252,10 +252,15 @@ class LiveSystem:
                     out.add(prefix + path[len(prefix) :].split("/")[0])
                 elif Path(path).name.startswith(DIST_PREFIX):
                     out.add(path.removesuffix(" (deleted)"))
-        out.update(self._dist_files(tree))
+        dist = self._dist_files(tree, Path(tmpdir) if tmpdir else self.tmp)
+        out.update(dist)
+        idents = tuple(Path(d).name for d in dist)
+        if idents:
+            with contextlib.suppress(OSError):
+                out.update(e.path for e in os.scandir(self.shm) if e.name.startswith(idents))
         return sorted(p for p in out if os.path.lexists(p))
 
-    def _dist_files(self, tree: list[ProcRef]) -> list[str]:
+    def _dist_files(self, tree: list[ProcRef], tmp: Path) -> list[str]:
         """``/tmp/vllm_dist_*`` files written between the engine core's start and its workers' rendezvous.
 
         Nothing holds the file open after the rendezvous, so it is attributed by time: written after
@@ -283,7 +288,7 @@ class LiveSystem:
         uids = {self._uid(r.pid) for r in core}
         out = []
         with contextlib.suppress(OSError):
-            for entry in os.scandir(self.tmp):
+            for entry in os.scandir(tmp):
                 if not entry.name.startswith(DIST_PREFIX):
                     continue
                 with contextlib.suppress(OSError):
