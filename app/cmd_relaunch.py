@@ -117,7 +117,7 @@ def make_plan_for(old, changes: dict[str, Any]) -> tuple[Any, Any, str | None]:
         return SimpleNamespace(**changes), None, f"planner unavailable: {_one_line(exc)}"
     try:
         model = load_model(old.model)
-        plan = make_plan(model, snap.topology, config)
+        plan = make_plan(model, snap.topology, config, engine=snap.engine)
     except Exception as exc:
         return config, None, f"planner failed: {_one_line(exc)}"
     return config, plan, None

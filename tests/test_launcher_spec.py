@@ -193,3 +193,26 @@ def test_capture_records_the_cgroup_a_restart_must_join(fake_vllm, tmp_path):
         fake_vllm.stop_all()
     finally:
         cg.__exit__(None, None, None)
+
+
+def test_fields_the_planner_fills_with_defaults_are_not_changes():
+    from app.launcher.spec import plan_changes
+
+    old = fake_spec()
+    baseline = SimpleNamespace(tp=1, pp=1, bind="auto", kv_gib=1.0, gpu_memory_utilization=0.92, dtype=None)
+    config = SimpleNamespace(**{**vars(baseline), "tp": 2})
+    assert plan_changes(old, config, baseline) == ({"--tensor-parallel-size": "2"}, {})
+    # without a baseline the default would be written out
+    assert plan_changes(old, config)[0] == {"--tensor-parallel-size": "2", "--gpu-memory-utilization": "0.92"}
+    batched = SimpleNamespace(max_num_batched_tokens=4096)
+    assert plan_changes(old, batched)[0] == {"--max-num-batched-tokens": "4096"}
+
+
+def test_with_plan_takes_the_planners_own_config():
+    planner = pytest.importorskip("app.planner")
+    old = fake_spec()
+    base = planner.config_from_engine(old.config)
+    assert old.with_plan(base).command() == old.command()
+    new = old.with_plan(base.model_copy(update={"tp": 2, "bind": "0|1"}))
+    assert new.command() == [*old.command(), "--tensor-parallel-size", "2"]
+    assert new.environment()["VLLM_CPU_OMP_THREADS_BIND"] == "0|1"

@@ -189,9 +189,11 @@ class LaunchSpec:
         ``tp``/``pp``/``max_model_len``/``max_num_seqs``/``dtype``/``gpu_memory_utilization`` map to
         their ``vllm serve`` flags, ``bind``/``kv_gib``/``reserved_cpus`` to ``VLLM_CPU_*``; a value
         equal to the running one changes nothing, ``None`` where the engine has a value removes it.
+        Fields equal to the planner's own reading of this engine (``config_from_engine``) are left
+        alone, so defaults the planner fills in never reach the command line.
         ``numactl_prefix`` (a string or a list of options) replaces any numactl prefix; ``""`` drops it.
         """
-        args, env = plan_changes(self, config)
+        args, env = plan_changes(self, config, planner_baseline(self))
         numactl = None
         if numactl_prefix is not None:
             numactl = shlex.split(numactl_prefix) if isinstance(numactl_prefix, str) else list(numactl_prefix)
@@ -200,12 +202,13 @@ class LaunchSpec:
 
 # -- plan → changes ----------------------------------------------------------------------------
 _FLAG_FIELDS = (
-    ("tp", "--tensor-parallel-size", "tensor_parallel_size", int),
-    ("pp", "--pipeline-parallel-size", "pipeline_parallel_size", int),
-    ("max_model_len", "--max-model-len", "max_model_len", int),
-    ("max_num_seqs", "--max-num-seqs", "max_num_seqs", int),
-    ("dtype", "--dtype", "dtype", str),
-    ("gpu_memory_utilization", "--gpu-memory-utilization", "gpu_memory_utilization", float),
+    ("tp", "--tensor-parallel-size", int),
+    ("pp", "--pipeline-parallel-size", int),
+    ("max_model_len", "--max-model-len", int),
+    ("max_num_seqs", "--max-num-seqs", int),
+    ("max_num_batched_tokens", "--max-num-batched-tokens", int),
+    ("dtype", "--dtype", str),
+    ("gpu_memory_utilization", "--gpu-memory-utilization", float),
 )
 _ENV_FIELDS = (
     ("bind", ENV_BIND, str),
@@ -235,16 +238,45 @@ def _same(a: Any, b: Any, kind: type) -> bool:
     return str(a) == str(b)
 
 
-def plan_changes(spec: LaunchSpec, config: Any) -> tuple[dict[str, str | None], dict[str, str | None]]:
-    """The flags and env names a plan config changes against ``spec`` (values ``None`` = remove)."""
-    flags = parse_serve_argv(spec.argv)
+def planner_baseline(spec: LaunchSpec) -> Any:
+    """The planner's config for the engine as it runs (``config_from_engine``), or None without a planner.
+
+    A plan config carries every field, some filled with vLLM's defaults the command never named
+    (``--gpu-memory-utilization 0.92``); only fields that differ from this baseline are plan changes.
+    """
+    try:
+        from app.planner import config_from_engine
+    except Exception:
+        return None
+    try:
+        return config_from_engine(spec.config)
+    except Exception:
+        return None
+
+
+def plan_changes(
+    spec: LaunchSpec, config: Any, baseline: Any = None
+) -> tuple[dict[str, str | None], dict[str, str | None]]:
+    """The flags and env names a plan config changes against ``spec`` (values ``None`` = remove).
+
+    A field equal to ``baseline``'s (the planner's view of the running engine) is not a change.
+    """
     env = dict(spec._env)
     args: dict[str, str | None] = {}
-    for attr, flag, key, kind in _FLAG_FIELDS:
-        if not hasattr(config, attr):
+    kinds = {attr: kind for attr, _, kind in _FLAG_FIELDS} | {attr: kind for attr, _, kind in _ENV_FIELDS}
+
+    def unchanged(attr: str) -> bool:
+        return (
+            baseline is not None
+            and hasattr(baseline, attr)
+            and _same(getattr(config, attr), getattr(baseline, attr), kinds[attr])
+        )
+
+    for attr, flag, kind in _FLAG_FIELDS:
+        if not hasattr(config, attr) or unchanged(attr):
             continue
         want = getattr(config, attr)
-        have: Any = flags.get(key)
+        have: Any = A.get_flag(spec.argv, flag)
         if have is None:
             have = _FLAG_DEFAULTS.get(attr)
         if want is None and attr in _FLAG_DEFAULTS:
@@ -253,7 +285,7 @@ def plan_changes(spec: LaunchSpec, config: Any) -> tuple[dict[str, str | None], 
             args[flag] = None if want is None else _fmt(want)
     env_changes: dict[str, str | None] = {}
     for attr, name, kind in _ENV_FIELDS:
-        if not hasattr(config, attr):
+        if not hasattr(config, attr) or unchanged(attr):
             continue
         want = getattr(config, attr)
         have = env.get(name)
