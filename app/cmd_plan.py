@@ -77,9 +77,7 @@ def _topology(args: argparse.Namespace):
 
     which = args.topology or ("demo" if args.demo and args.pid is None else "live")
     if which == "demo":
-        from app.seedbox import seed_topology
-
-        return seed_topology()
+        return demo_topology()
     if which == "live":
         roots = SysRoots.at(args.proc, args.sys)
     else:
@@ -90,6 +88,44 @@ def _topology(args: argparse.Namespace):
     topo = read_topology(roots)
     if not topo.nodes:
         raise UsageError(f"no NUMA node readable under {roots.sys}")
+    return topo
+
+
+def demo_topology():
+    """The seed box as the topology reader sees it, cached as JSON under ~/.cache/numatop-llm.
+
+    Writing the seed box's sysfs tree takes most of a second (a thousand small files); the reading
+    is cached, keyed by the generator's source, so a changed generator is never served stale.
+    """
+    import hashlib
+    import os
+    import tempfile
+
+    import app.seedbox as seedbox
+    from probes.models import Topology
+    from probes.topology import read_topology
+
+    try:
+        key = hashlib.sha256(Path(seedbox.__file__).read_bytes()).hexdigest()[:16]
+    except OSError:
+        key = None
+    cache_root = Path(os.environ.get("NUMATOP_CACHE") or Path.home() / ".cache" / "numatop-llm")
+    cached = cache_root / f"seedbox-topology-{key}.json" if key else None
+    if cached is not None:
+        try:
+            return Topology.model_validate_json(cached.read_text())
+        except (OSError, ValueError):
+            pass
+    with tempfile.TemporaryDirectory(prefix="numatop-seedbox-") as tmp:  # read, then leave nothing behind
+        topo = read_topology(seedbox.write_seed_sysfs(Path(tmp)))
+    if cached is not None:
+        try:
+            cache_root.mkdir(parents=True, exist_ok=True)
+            part = cached.with_suffix(f".{os.getpid()}.tmp")
+            part.write_text(topo.model_dump_json())
+            part.replace(cached)
+        except OSError:
+            pass
     return topo
 
 

@@ -89,6 +89,24 @@ def auto_layout(topology: Topology, lws: int, reserved_cpus: int | None, modern:
             f"Allowed NUMA nodes are {allowed}. Please try to bind threads manually or decrease DP/TP/PP."
         )
         return lay
+    by_core = _cores_by_node(topology)
+    online = set(_online_cpus(topology))
+    lists: list[list[int]] = []
+    for rank in range(lws):
+        cores = by_core.get(allowed[rank], {})
+        # x86: the last logical CPU of each physical core
+        lists.append(sorted(sorted(ids)[-1] for ids in cores.values()))
+    return _reserve_and_bind(topology, lay, lists, allowed, online, lws, reserved_cpus, modern)
+
+
+_CORES: dict[int, tuple[Topology, dict[int, dict[tuple, list[int]]]]] = {}
+
+
+def _cores_by_node(topology: Topology) -> dict[int, dict[tuple, list[int]]]:
+    """{node: {physical core key: [online CPU ids]}} (cached per topology object)."""
+    hit = _CORES.get(id(topology))
+    if hit is not None and hit[0] is topology:
+        return hit[1]
     online = set(_online_cpus(topology))
     by_core: dict[int, dict[tuple, list[int]]] = {}
     for c in topology.cpus:
@@ -103,11 +121,22 @@ def auto_layout(topology: Topology, lws: int, reserved_cpus: int | None, modern:
         else:
             key = ("cpu", c.id)
         by_core.setdefault(c.node, {}).setdefault(key, []).append(c.id)
-    lists: list[list[int]] = []
-    for rank in range(lws):
-        cores = by_core.get(allowed[rank], {})
-        # x86: the last logical CPU of each physical core
-        lists.append(sorted(sorted(ids)[-1] for ids in cores.values()))
+    if len(_CORES) > 64:
+        _CORES.clear()
+    _CORES[id(topology)] = (topology, by_core)
+    return by_core
+
+
+def _reserve_and_bind(
+    topology: Topology,
+    lay: Layout,
+    lists: list[list[int]],
+    allowed: list[int],
+    online: set[int],
+    lws: int,
+    reserved_cpus: int | None,
+    modern: bool,
+) -> Layout:
     reserve = default_reserved(lws) if reserved_cpus is None else max(0, reserved_cpus)
     total = sum(len(x) for x in lists)
     reserved: list[int] = []

@@ -15,8 +15,6 @@ Per vLLM 0.32 (``model_executor/layers/linear.py``, ``vocab_parallel_embedding.p
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 from app.planner.model import TORCH_DTYPE_BYTES, ModelSpec
 
 VOCAB_PADDING = 64
@@ -90,7 +88,23 @@ def dtype_scale(model: ModelSpec, dtype: str | None) -> tuple[int, int]:
     return rt, model.dtype_bytes
 
 
-@lru_cache(maxsize=4096)
+#: results per (id(model), ...), kept with the model so an id is never reused for another one
+_CACHE: dict[tuple, tuple[ModelSpec, int]] = {}
+_CACHE_MAX = 8192
+
+
+def _cached(model: ModelSpec, key: tuple, compute) -> int:
+    full = (id(model), *key)
+    hit = _CACHE.get(full)
+    if hit is not None and hit[0] is model:
+        return hit[1]
+    value = compute()
+    if len(_CACHE) >= _CACHE_MAX:
+        _CACHE.clear()
+    _CACHE[full] = (model, value)
+    return value
+
+
 def _stage_sums(model: ModelSpec, start: int, end: int) -> tuple[int, int, int, int, int]:
     q = kv = col = row = rep = 0
     for layer in model.layers[start:end]:
@@ -104,10 +118,9 @@ def _stage_sums(model: ModelSpec, start: int, end: int) -> tuple[int, int, int, 
 
 def rank_weight_bytes(model: ModelSpec, tp: int, pp: int, pp_rank: int, dtype: str | None = None) -> int:
     """Weight bytes one rank of pipeline stage ``pp_rank`` holds (all TP ranks of a stage hold the same)."""
-    return _rank_weight_bytes(model, tp, pp, pp_rank, dtype)
+    return _cached(model, ("w", tp, pp, pp_rank, dtype), lambda: _rank_weight_bytes(model, tp, pp, pp_rank, dtype))
 
 
-@lru_cache(maxsize=4096)
 def _rank_weight_bytes(model: ModelSpec, tp: int, pp: int, pp_rank: int, dtype: str | None) -> int:
     start, end = pp_range(model.num_layers, pp_rank, pp)
     q, kv, col, row, rep = _stage_sums(model, start, end)
