@@ -516,3 +516,15 @@ def test_cli_model_dir_and_fixture_topology(tmp_path):
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert [x["node"] for x in out["ranks"]] == [0, 1]
+
+
+def test_cgroup_memory_limit_clamps_the_ranks_together(seed, box):
+    """vLLM 0.32 clamps node figures by a cgroup limit; all ranks share the engine's cgroup."""
+    p = make_plan(seed, box, PlanConfig(tp=4), memory_limit_bytes=64 * GIB, memory_usage_bytes=GIB)
+    assert p.verdict == "oom" and all(r.verdict == "oom" for r in p.ranks)
+    assert any("cgroup memory limit (64.0 GiB) leaves 63.0 GiB" in f for f in p.findings)
+    q = make_plan(seed, box, PlanConfig(tp=4, kv_gib=2, max_model_len=8192), memory_limit_bytes=128 * GIB)
+    assert q.fits
+    # a limit below a node's total becomes that node's total for vLLM's sizing
+    r = make_plan(seed, box, PlanConfig(tp=8, kv_gib=1, max_model_len=8192), memory_limit_bytes=20 * GIB)
+    assert r.ranks[0].node_total_bytes == 20 * GIB

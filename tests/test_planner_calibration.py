@@ -84,3 +84,32 @@ def test_predicted_worker_need_matches_rss_kv2(vllm_engine_factory):
             engine.stop()
         _report(2, rows)
         _assert_close(rows)
+
+
+def test_plan_from_a_running_engine(vllm_engine_tp2):
+    """``numatop-llm plan --pid`` takes the model and configuration from the engine's argv and environ."""
+    import json
+    import subprocess
+
+    engine = vllm_engine_tp2
+    repo = Path(__file__).resolve().parent.parent
+    r = subprocess.run(
+        [sys.executable, "-m", "app.cli", "plan", "--pid", str(engine.pid), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=repo,
+    )
+    assert r.returncode in (0, 1), r.stderr
+    out = json.loads(r.stdout)
+    assert [x["rank"] for x in out["ranks"]] == [0, 1]
+    # each worker binds memory to the node of the first CPU of its list (0|1 here: both on node 0)
+    from probes.cpulist import format_cpulist, parse_cpulist
+
+    lists = [sorted(parse_cpulist(x)) for x in engine.bind.split("|")]
+    cpu_node = read_topology(LIVE).cpu_to_node()
+    assert [x["cpus"] for x in out["ranks"]] == [format_cpulist(c) for c in lists]
+    assert [x["node"] for x in out["ranks"]] == [cpu_node[c[0]] for c in lists]
+    assert all(x["kv_bytes"] == int(engine.kv_gib * 2**30) for x in out["ranks"])
+    weights = load_model(engine.model).weight_bytes
+    assert all(0 < x["weights_bytes"] < weights for x in out["ranks"])

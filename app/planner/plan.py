@@ -194,18 +194,48 @@ def worker_label(tp: int, pp: int, tp_rank: int, pp_rank: int) -> str:
     return "Worker"
 
 
-def _node_memory(topology: Topology, node: int | None, engine: Engine | None) -> tuple[int, int]:
-    """(available, total) bytes of a node; the engine's own resident bytes there count as available."""
-    if node is None:
-        return 0, 0
-    n = topology.node(node)
-    if n is None or n.memory is None:
-        return 0, 0
-    avail = n.memory.vllm_available_bytes
-    if engine is not None:
-        for w in engine.workers():
-            avail += w.node_bytes.get(node, 0)
-    return min(avail, n.memory.total_bytes), n.memory.total_bytes
+class _Memory:
+    """Node budgets as vLLM 0.32 reads them, clamped by a cgroup memory limit, with a running engine counted back."""
+
+    def __init__(
+        self, topology: Topology, engine: Engine | None, limit: int | None = None, usage: int | None = None
+    ) -> None:
+        self.topology = topology
+        self.engine = engine
+        if engine is not None and limit is None:
+            root = next((p for p in engine.processes if p.pid == engine.root_pid), None)
+            cg = root.cgroup if root is not None else None
+            if cg is not None and cg.memory_max is not None:
+                limit, usage = cg.memory_max, cg.memory_current
+        self.limit = limit
+        self.usage = usage or 0
+        #: the running engine's workers: freed by a relaunch
+        self.engine_rss = sum(w.rss_bytes for w in engine.workers()) if engine is not None else 0
+
+    @property
+    def cgroup_left(self) -> int | None:
+        if self.limit is None:
+            return None
+        return max(0, self.limit - self.usage + self.engine_rss)
+
+    def node(self, node: int | None) -> tuple[int, int]:
+        """(available, total) bytes of a node; the engine's own resident bytes there count as available."""
+        if node is None:
+            return 0, 0
+        n = self.topology.node(node)
+        if n is None or n.memory is None:
+            return 0, 0
+        avail = n.memory.vllm_available_bytes
+        total = n.memory.total_bytes
+        if self.engine is not None:
+            for w in self.engine.workers():
+                avail += w.node_bytes.get(node, 0)
+        avail = min(avail, total)
+        left = self.cgroup_left
+        if self.limit is not None and left is not None and self.limit < total:
+            total = self.limit
+            avail = max(0, min(avail, left))
+        return avail, total
 
 
 def _node_package(topology: Topology, node: int) -> int | None:
@@ -268,11 +298,21 @@ def _kv_setting(config: PlanConfig, errors: list[str]) -> int | None:
     return int(config.kv_gib) * GIB
 
 
-def make_plan(model: ModelSpec, topology: Topology, config: PlanConfig, *, engine: Engine | None = None) -> Plan:
+def make_plan(
+    model: ModelSpec,
+    topology: Topology,
+    config: PlanConfig,
+    *,
+    engine: Engine | None = None,
+    memory_limit_bytes: int | None = None,
+    memory_usage_bytes: int | None = None,
+) -> Plan:
     """Predict ``config`` for ``model`` on ``topology``; never raises for a bad configuration.
 
     ``engine``: when planning for a running engine on a live topology, its workers' resident
-    bytes are counted back into their nodes' available memory (they would be freed by a relaunch).
+    bytes are counted back into their nodes' available memory (a relaunch frees them), and its
+    cgroup's memory limit applies. ``memory_limit_bytes``/``memory_usage_bytes``: a cgroup limit
+    and its current usage to plan under (vLLM 0.32 clamps each node's total and available by it).
     """
     errors: list[str] = []
     findings: list[str] = []
@@ -327,11 +367,13 @@ def make_plan(model: ModelSpec, topology: Topology, config: PlanConfig, *, engin
             r.kv_auto = True
 
     rank_errors: list[str] = []
+    mem = _Memory(topology, engine, memory_limit_bytes, memory_usage_bytes)
     if layout_ok:
         if all(r.strict for r in ranks):
-            _strict(topology, config, ranks, engine, modern, rank_errors, findings)
+            _strict(config, ranks, mem, modern, rank_errors, findings)
         else:
-            _first_touch(topology, ranks, engine, findings)
+            _first_touch(topology, ranks, mem, findings)
+        _cgroup_check(ranks, mem, findings)
     else:
         for r in ranks:
             r.verdict = "error"
@@ -404,10 +446,9 @@ def make_plan(model: ModelSpec, topology: Topology, config: PlanConfig, *, engin
 
 
 def _strict(
-    topology: Topology,
     config: PlanConfig,
     ranks: list[_R],
-    engine: Engine | None,
+    mem: _Memory,
     modern: bool,
     errors: list[str],
     findings: list[str],
@@ -418,7 +459,7 @@ def _strict(
         by_node.setdefault(r.node, []).append(r)
     gmu = config.gpu_memory_utilization
     for node, group in by_node.items():
-        avail, total = _node_memory(topology, node, engine)
+        avail, total = mem.node(node)
         requested = math.ceil(total * gmu)
         ids = tuple(r.rank for r in group)
         for r in group:
@@ -506,10 +547,28 @@ def _budgets(group: list[_R], avail: int) -> None:
         r.max_kv = max(0, r.budget - r.base)
 
 
-def _first_touch(topology: Topology, ranks: list[_R], engine: Engine | None, findings: list[str]) -> None:
+def _cgroup_check(ranks: list[_R], mem: _Memory, findings: list[str]) -> None:
+    """All ranks share the engine's cgroup: together they must fit its memory limit."""
+    left = mem.cgroup_left
+    if left is None:
+        return
+    total_need = sum(r.need for r in ranks if r.verdict != "error")
+    if total_need <= left:
+        return
+    for r in ranks:
+        if r.verdict in ("fits", "spills"):
+            r.verdict = "oom"
+            r.reason = f"the ranks need {gib(total_need)} together; the cgroup limit leaves {gib(left)}"
+    findings.append(
+        f"the workers need {gib(total_need)} together but the cgroup memory limit ({gib(mem.limit or 0)}) leaves "
+        f"{gib(left)}: the kernel OOM-kills a worker (-9, constraint memcg)"
+    )
+
+
+def _first_touch(topology: Topology, ranks: list[_R], mem: _Memory, findings: list[str]) -> None:
     """No memory bind: each rank's pages land on its home node first, then on the nearest nodes."""
     allowed = memory_nodes(topology)
-    left = {n: _node_memory(topology, n, engine)[0] for n in allowed}
+    left = {n: mem.node(n)[0] for n in allowed}
     for r in ranks:
         r.strict = False
         if not allowed:
@@ -517,7 +576,7 @@ def _first_touch(topology: Topology, ranks: list[_R], engine: Engine | None, fin
             continue
         home = r.node if r.node in left else allowed[r.rank % len(allowed)]
         r.node = home
-        r.avail, r.total = _node_memory(topology, home, engine)
+        r.avail, r.total = mem.node(home)
         r.budget = left[home]
         r.max_kv = max(0, sum(left.values()) - r.base)
         if r.kv_auto:  # modern releases always bind; kept for completeness
