@@ -528,3 +528,23 @@ def test_cgroup_memory_limit_clamps_the_ranks_together(seed, box):
     # a limit below a node's total becomes that node's total for vLLM's sizing
     r = make_plan(seed, box, PlanConfig(tp=8, kv_gib=1, max_model_len=8192), memory_limit_bytes=20 * GIB)
     assert r.ranks[0].node_total_bytes == 20 * GIB
+
+
+def test_observed_bind_overrides_the_rule_for_the_engines_own_layout(box):
+    """Two TP ranks that numa_maps shows both bound to node 0: the budget counts both there."""
+    from probes.models import Engine, Policy, Process, Role
+
+    tiny = model_from_config(TINY)
+    bound0 = Policy(mode="bind", nodes=(0,), text="bind:0")
+    eng = Engine(
+        root_pid=1,
+        processes=tuple(Process(pid=10 + i, role=Role.WORKER, rank=i, policy=bound0) for i in range(2)),
+        config=EngineConfig(model="/m", tensor_parallel_size=2, omp_threads_bind="auto"),
+    )
+    cfg = PlanConfig(tp=2, kv_gib=14, max_model_len=2048)
+    assert [r.node for r in make_plan(tiny, box, cfg).ranks] == [0, 1]
+    p = make_plan(tiny, box, cfg, engine=eng)
+    assert [r.node for r in p.ranks] == [0, 0] and p.ranks[1].shares_node_with == (0,)
+    assert any("Worker_TP1: numa_maps shows bind:0 where vLLM's rule gives node 1" in f for f in p.findings)
+    # a different what-if is planned by the rule
+    assert [r.node for r in make_plan(tiny, box, cfg.model_copy(update={"tp": 4}), engine=eng).ranks] == [0, 1, 2, 3]

@@ -345,6 +345,7 @@ def make_plan(
 
     ranks = [_R(i, tp, pp) for i in range(lws)]
     layout_ok = len(lay.cpus) == lws
+    observed = _observed_binds(engine, config)
     for r in ranks:
         if not divisible:
             r.weights = rank_weight_bytes(model, tp, pp, r.pp_rank, rt)
@@ -355,6 +356,12 @@ def make_plan(
         if layout_ok:
             r.cpus = lay.cpus[r.rank]
             r.node = lay.mem_nodes[r.rank]
+        if layout_ok and r.rank in observed and observed[r.rank] != r.node:
+            findings.append(
+                f"{r.label}: numa_maps shows bind:{observed[r.rank]} where vLLM's rule gives node {r.node}; "
+                f"planning with the observed node {observed[r.rank]}"
+            )
+            r.node = observed[r.rank]
         r.strict = r.node is not None and (modern or lay.pinned)
         if explicit_kv is not None:
             if explicit_kv == 0 and not modern:
@@ -443,6 +450,27 @@ def make_plan(
         max_tp_distance=max_dist,
         vllm_version=config.version,
     )
+
+
+def _observed_binds(engine: Engine | None, config: PlanConfig) -> dict[int, int]:
+    """{rank: node} of the running engine's workers strictly bound to one node, when ``config`` is the
+    engine's own layout (what vLLM really did beats the rule: vLLM PR #50525 reports every TP rank
+    binding to one node)."""
+    if engine is None:
+        return {}
+    ec = engine.config
+    same = (
+        ec.tensor_parallel_size == config.tp
+        and ec.pipeline_parallel_size == config.pp
+        and (ec.omp_threads_bind or "auto") == config.bind
+    )
+    if not same:
+        return {}
+    return {
+        w.rank: w.policy.nodes[0]
+        for w in engine.workers()
+        if w.rank is not None and w.policy.mode == "bind" and len(w.policy.nodes) == 1
+    }
 
 
 def _strict(
@@ -752,6 +780,13 @@ def _findings(
         )
     for n in sorted({r.node for r in ranks if r.node is not None}):
         node = topology.node(n)
+        if node is not None and node.memory is not None:
+            others = node.memory.total_bytes - node.memory.vllm_available_bytes
+            if others > max(GIB, node.memory.total_bytes // 20):
+                out.append(
+                    f"node {n}: {gib(others)} of its {gib(node.memory.total_bytes)} is already in use "
+                    "(other processes, kernel, unreclaimable caches)"
+                )
         if node is not None and node.memory is not None and node.memory.hugepages_total_bytes:
             out.append(
                 f"node {n} keeps {gib(node.memory.hugepages_total_bytes)} in hugepages, which vLLM's weights and KV "
