@@ -53,12 +53,41 @@ def engine_record(engine: Engine, topology: Topology, seen_at: float) -> dict[st
     }
 
 
+#: how many processes that left a still-running engine its record keeps
+MAX_GONE = 64
+
+
+def _boot_time() -> float | None:
+    from probes.kernel_log import boot_time
+
+    return boot_time()
+
+
+def merge_gone(previous: dict[str, Any] | None, record: dict[str, Any], boot: float | None = None) -> dict[str, Any]:
+    """``record`` plus the processes of ``previous`` (the same engine, this boot) that have gone.
+
+    A worker killed with -9 leaves the tree while the API server still runs; a monitor sampling
+    then must not forget it, or the post-mortem cannot say which rank the kernel killed.
+    """
+    if not previous or previous.get("root_pid") != record.get("root_pid"):
+        return record
+    if boot is not None and float(previous.get("seen_at") or 0) < boot:
+        return record  # the same PID in an earlier boot: another engine
+    live = {p.get("pid") for p in record["processes"]}
+    gone = [dict(p, gone=True) for p in previous.get("processes", []) if p.get("pid") not in live]
+    if gone:
+        record = dict(record, processes=record["processes"] + gone[-MAX_GONE:])
+    return record
+
+
 def remember_engine(engine: Engine, topology: Topology, seen_at: float, directory: Path | None = None) -> None:
-    """Save the last engine seen (best effort: a read-only home is not an error)."""
+    """Save the last engine seen (best effort: a read-only home is not an error).
+
+    Processes that left the same engine since the last save stay in the record, marked ``gone``.
+    """
+    record = merge_gone(last_engine(directory), engine_record(engine, topology, seen_at), _boot_time())
     try:
-        _write_atomic(
-            (directory or state_dir()) / "last-engine.json", json.dumps(engine_record(engine, topology, seen_at))
-        )
+        _write_atomic((directory or state_dir()) / "last-engine.json", json.dumps(record))
     except OSError:
         pass
 
