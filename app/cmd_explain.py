@@ -44,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
         pids = {p["pid"] for p in engine.get("processes", [])}
     found = relevant_kills(kills, pids)
     btime = None if args.kernel_log else boot_time()
-    out = [explain_kill(k, engine, btime) for k in found]
+    nodes_now = None if args.kernel_log else _nodes_now()
+    out = [explain_kill(k, engine, btime, nodes_now) for k in found]
     if args.json:
         json.dump(
             {"explanations": [e.model_dump(mode="json") for e in out], "degraded": problems}, sys.stdout, indent=2
@@ -59,3 +60,15 @@ def run(args: argparse.Namespace) -> int:
         for e in out:
             print(e.text)
     return 0 if out else 1
+
+
+def _nodes_now() -> dict[str, dict[str, int]]:
+    """This machine's node sizes now (a killed process's node outlives it); empty when unreadable."""
+    from probes.roots import SysRoots
+    from probes.topology import read_topology
+
+    try:
+        topo = read_topology(SysRoots())
+    except Exception:  # best effort: the explanation stands without the node's size
+        return {}
+    return {str(n.id): {"total_bytes": n.total_bytes} for n in topo.nodes if n.memory is not None}

@@ -34,8 +34,17 @@ def _gib(n: float | None) -> str:
     return "?" if n is None else f"{n / GIB:.1f} GiB"
 
 
-def explain_kill(kill: OomKill, engine: dict[str, Any] | None = None, boot_time: float | None = None) -> Explanation:
-    """One kill in words, using the last engine record when the PID belonged to it."""
+def explain_kill(
+    kill: OomKill,
+    engine: dict[str, Any] | None = None,
+    boot_time: float | None = None,
+    nodes_now: dict[str, dict[str, Any]] | None = None,
+) -> Explanation:
+    """One kill in words, using the last engine record when the PID belonged to it.
+
+    ``nodes_now``: node figures read from this machine now (``{"3": {"total_bytes": ...}}``), for
+    the node's size when no engine record has it (a process that was never part of an engine).
+    """
     proc = None
     if engine:
         proc = next((p for p in engine.get("processes", []) if p.get("pid") == kill.pid), None)
@@ -48,8 +57,8 @@ def explain_kill(kill: OomKill, engine: dict[str, Any] | None = None, boot_time:
     if kill.constraint == "CONSTRAINT_MEMORY_POLICY":
         node_txt = format_cpulist(nodes) or "?"
         parts.append(f"its memory was strictly bound (membind) to node {node_txt}, and that node ran out")
-        if engine and len(nodes) == 1:
-            node = engine.get("nodes", {}).get(str(nodes[0]))
+        if len(nodes) == 1:
+            node = ((engine or {}).get("nodes") or {}).get(str(nodes[0])) or (nodes_now or {}).get(str(nodes[0]))
             if node:
                 parts.append(f"node {nodes[0]} holds {_gib(node.get('total_bytes'))} in all")
     elif kill.constraint == "CONSTRAINT_MEMCG":
@@ -63,7 +72,7 @@ def explain_kill(kill: OomKill, engine: dict[str, Any] | None = None, boot_time:
         cfg = engine.get("config", {})
         parts.append(
             f"rank {proc['rank']} of TP={cfg.get('tensor_parallel_size', 1)} PP={cfg.get('pipeline_parallel_size', 1)}"
-            + (f", VLLM_CPU_KVCACHE_SPACE={cfg['kv_cache_gib']} GiB" if cfg.get("kv_cache_gib") is not None else "")
+            + (f", VLLM_CPU_KVCACHE_SPACE={cfg['kv_cache_gib']:g} GiB" if cfg.get("kv_cache_gib") is not None else "")
         )
     text = "; ".join(parts) + "."
     return Explanation(
