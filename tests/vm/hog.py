@@ -4,7 +4,8 @@ Stdlib only; run it as ``numactl --membind=N --cpunodebind=N python3 -I tests/vm
 It allocates ``--bytes`` in chunks, touching every page (so the memory policy places each page
 now), appends its progress to ``--progress`` after each chunk, starts ``--threads`` idle threads,
 writes ``--ready`` ("PID BYTES") and then holds the memory for ``--hold`` seconds or until
-SIGTERM. Under a strict membind that does not fit, the kernel SIGKILLs it part way (exit 137).
+SIGTERM. With ``--grow N``, each SIGUSR1 allocates and touches N bytes more. Under a strict
+membind that does not fit, the kernel SIGKILLs it part way (exit 137).
 """
 
 from __future__ import annotations
@@ -26,19 +27,28 @@ def main() -> None:
     ap.add_argument("--ready")
     ap.add_argument("--progress")
     ap.add_argument("--hold", type=float, default=0.0)
+    ap.add_argument("--grow", type=int, default=0)
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     held: list[bytearray] = []
-    done = 0
     prog = open(args.progress, "a", buffering=1) if args.progress else None  # noqa: SIM115
-    while done < args.bytes:
-        n = min(args.chunk, args.bytes - done)
-        buf = bytearray(n)  # calloc: untouched zero pages until written
-        buf[::PAGE] = b"\1" * len(range(0, n, PAGE))
-        held.append(buf)
-        done += n
-        if prog:
-            prog.write(f"{done}\n")
+    done = 0
+
+    def allocate(total: int) -> None:
+        nonlocal done
+        goal = done + total
+        while done < goal:
+            n = min(args.chunk, goal - done)
+            buf = bytearray(n)  # calloc: untouched zero pages until written
+            buf[::PAGE] = b"\1" * len(range(0, n, PAGE))
+            held.append(buf)
+            done += n
+            if prog:
+                prog.write(f"{done}\n")
+
+    allocate(args.bytes)
+    if args.grow:
+        signal.signal(signal.SIGUSR1, lambda *_: allocate(args.grow))
     stop = threading.Event()
     for _ in range(args.threads):
         threading.Thread(target=stop.wait, daemon=True).start()
