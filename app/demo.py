@@ -13,14 +13,13 @@ what this code generates, so the demo always shows what the current app reads.
 from __future__ import annotations
 
 import sys
-import tempfile
 from pathlib import Path
 
 from app import seedbox
 from probes.kernel_log import OomKill
 from probes.models import Engine, NumaMaps, Policy, Process, Role, Snapshot, Thread, Topology
 from probes.roots import SysRoots
-from probes.topology import read_nodes_memory
+from probes.topology import node_memory_from, parse_meminfo
 from probes.vllm import engine_config
 
 GIB = 2**30
@@ -168,139 +167,147 @@ def story(seconds: int = 48) -> list[Snapshot]:
     killed_at: float | None = None
     killed_pid: int | None = None
     frozen_at = float("inf")  # once a worker is killed the others stop loading: the engine shuts down
-    with tempfile.TemporaryDirectory(prefix="numatop-demo-") as tmp:
-        for step in range(seconds):
-            t = float(step)
-            now = T0 + t
-            procs: list[Process] = []
-            alive = killed_at is None or t < killed_at + 2
-            kill_now: tuple[OomKill, ...] = ()
-            if alive:
-                api_threads = _threads(API_PID, 9, None, 0, 2.0, step)
-                procs.append(
-                    _proc(
-                        API_PID,
-                        1,
-                        ARGV,
-                        Role.API_SERVER,
-                        "vllm",
-                        {0: int(0.55 * GIB), 4: int(0.05 * GIB)},
-                        Policy(),
-                        api_threads,
-                        env=dict(config.env),
-                    )
-                )
-                if t >= 2:
-                    procs.append(
-                        _proc(
-                            CORE_PID,
-                            API_PID,
-                            ("VLLM::EngineCore",),
-                            Role.ENGINE_CORE,
-                            "VLLM::EngineCo",
-                            {0: int(0.52 * GIB), 1: int(0.08 * GIB)},
-                            Policy(),
-                            _threads(CORE_PID, 15, None, 0, 1.0, step),
-                            label="EngineCore",
-                        )
-                    )
-                    procs.append(
-                        _proc(
-                            TRACKER_PID,
-                            CORE_PID,
-                            (
-                                "/opt/vllm/bin/python3",
-                                "-c",
-                                "from multiprocessing.resource_tracker import main;main(12)",
-                            ),
-                            Role.OTHER,
-                            "python3",
-                            {0: 12 * MIB},
-                            Policy(),
-                            _threads(TRACKER_PID, 1, None, 0, 0.0, step),
-                        )
-                    )
-                others = {n: sum(p.node_bytes.get(n, 0) for p in procs) for n in (0, 1)}
-                for tp, pid in ((0, TP0_PID), (1, TP1_PID)):
-                    if pid == killed_pid:
-                        continue
-                    b = _worker_bytes(min(t, frozen_at), 4.0, tp)
-                    if not b:
-                        continue
-                    # what the strict bind leaves: the node less the OS, page cache and other processes
-                    budget = node_total[tp] - base_used[tp] - others[tp] - 40 * MIB
-                    if killed_pid is None and b >= budget:
-                        killed_pid, killed_at, frozen_at = pid, t, t
-                        kill_now = (
-                            OomKill(
-                                pid=pid,
-                                task=f"VLLM::Worker_TP{tp}",
-                                constraint="CONSTRAINT_MEMORY_POLICY",
-                                nodemask=(tp,),
-                                cpuset="/",
-                                mems_allowed=tuple(range(8)),
-                                uid=1001,
-                                anon_rss_bytes=budget - 96 * MIB,
-                                file_rss_bytes=96 * MIB,
-                                shmem_rss_bytes=0,
-                                total_vm_bytes=b + 6 * GIB,
-                                uptime_seconds=86_400.0 + t,
-                                invoker=f"VLLM::Worker_TP{tp}",
-                            ),
-                        )
-                        continue
-                    loading = b < WORKER_BASELINE + WEIGHTS_PER_RANK
-                    procs.append(
-                        _proc(
-                            pid,
-                            CORE_PID,
-                            (f"VLLM::Worker_TP{tp}",),
-                            Role.WORKER,
-                            "VLLM::Worker_T",
-                            {tp: b - 40 * MIB, 4 + tp: 40 * MIB},
-                            Policy(mode="bind", nodes=(tp,), text=f"bind:{tp}"),
-                            _threads(pid, 47, tp, 14, 35.0 if loading else 97.0, step),
-                            label=f"Worker_TP{tp}",
-                            tp=tp,
-                        )
-                    )
-            used = list(base_used)
-            for p in procs:
-                for n, b in p.node_bytes.items():
-                    used[n] += b
-            # page cache of the safetensors files on the other socket while weights stream in
-            if alive and t >= 4:
-                for n in (4, 5, 6, 7):
-                    used[n] += min(int(7.5 * GIB), int((t - 4) * 0.55 * GIB))
-            if killed_at is not None and t >= killed_at + 2:
-                for n in (4, 5, 6, 7):
-                    used[n] += int(7.5 * GIB)
-            roots = seedbox.write_seed_sysfs(Path(tmp) / f"s{step}", [u // 1024 for u in used])
-            mem, _ = read_nodes_memory(roots, base_topo.node_ids)
-            nodes = tuple(n.model_copy(update={"memory": mem.get(n.id)}) for n in base_topo.nodes)
-            topo = base_topo.model_copy(update={"nodes": nodes})
-            busy = {c: 1.0 + (c * 7 + step * 3) % 5 for c in range(120)}
-            for p in procs:
-                for th in p.threads:
-                    if th.cpu is not None and th.cpu_percent:
-                        busy[th.cpu] = min(100.0, busy[th.cpu] + th.cpu_percent)
-            engine = Engine(root_pid=API_PID, processes=tuple(procs), config=config) if procs else None
-            degraded: tuple[str, ...] = ()
-            if engine is None:
-                degraded = (f"process {API_PID} exited",)
-            snaps.append(
-                Snapshot(
-                    taken_at=now,
-                    host="seedbox-8581c",
-                    kernel="6.8.0-49-generic",
-                    topology=topo,
-                    engine=engine,
-                    sample_seconds=0.012,
-                    oom_kills=kill_now,
-                    cpu_busy=busy,
-                    degraded=degraded,
+    for step in range(seconds):
+        t = float(step)
+        now = T0 + t
+        procs: list[Process] = []
+        alive = killed_at is None or t < killed_at + 2
+        kill_now: tuple[OomKill, ...] = ()
+        if alive:
+            api_threads = _threads(API_PID, 9, None, 0, 2.0, step)
+            procs.append(
+                _proc(
+                    API_PID,
+                    1,
+                    ARGV,
+                    Role.API_SERVER,
+                    "vllm",
+                    {0: int(0.55 * GIB), 4: int(0.05 * GIB)},
+                    Policy(),
+                    api_threads,
+                    env=dict(config.env),
                 )
             )
+            if t >= 2:
+                procs.append(
+                    _proc(
+                        CORE_PID,
+                        API_PID,
+                        ("VLLM::EngineCore",),
+                        Role.ENGINE_CORE,
+                        "VLLM::EngineCo",
+                        {0: int(0.52 * GIB), 1: int(0.08 * GIB)},
+                        Policy(),
+                        _threads(CORE_PID, 15, None, 0, 1.0, step),
+                        label="EngineCore",
+                    )
+                )
+                procs.append(
+                    _proc(
+                        TRACKER_PID,
+                        CORE_PID,
+                        (
+                            "/opt/vllm/bin/python3",
+                            "-c",
+                            "from multiprocessing.resource_tracker import main;main(12)",
+                        ),
+                        Role.OTHER,
+                        "python3",
+                        {0: 12 * MIB},
+                        Policy(),
+                        _threads(TRACKER_PID, 1, None, 0, 0.0, step),
+                    )
+                )
+            others = {n: sum(p.node_bytes.get(n, 0) for p in procs) for n in (0, 1)}
+            for tp, pid in ((0, TP0_PID), (1, TP1_PID)):
+                if pid == killed_pid:
+                    continue
+                b = _worker_bytes(min(t, frozen_at), 4.0, tp)
+                if not b:
+                    continue
+                # what the strict bind leaves: the node less the OS, page cache and other processes
+                budget = node_total[tp] - base_used[tp] - others[tp] - 40 * MIB
+                if killed_pid is None and b >= budget:
+                    killed_pid, killed_at, frozen_at = pid, t, t
+                    kill_now = (
+                        OomKill(
+                            pid=pid,
+                            task=f"VLLM::Worker_TP{tp}",
+                            constraint="CONSTRAINT_MEMORY_POLICY",
+                            nodemask=(tp,),
+                            cpuset="/",
+                            mems_allowed=tuple(range(8)),
+                            uid=1001,
+                            anon_rss_bytes=budget - 96 * MIB,
+                            file_rss_bytes=96 * MIB,
+                            shmem_rss_bytes=0,
+                            total_vm_bytes=b + 6 * GIB,
+                            uptime_seconds=86_400.0 + t,
+                            invoker=f"VLLM::Worker_TP{tp}",
+                        ),
+                    )
+                    continue
+                loading = b < WORKER_BASELINE + WEIGHTS_PER_RANK
+                procs.append(
+                    _proc(
+                        pid,
+                        CORE_PID,
+                        (f"VLLM::Worker_TP{tp}",),
+                        Role.WORKER,
+                        "VLLM::Worker_T",
+                        {tp: b - 40 * MIB, 4 + tp: 40 * MIB},
+                        Policy(mode="bind", nodes=(tp,), text=f"bind:{tp}"),
+                        _threads(pid, 47, tp, 14, 35.0 if loading else 97.0, step),
+                        label=f"Worker_TP{tp}",
+                        tp=tp,
+                    )
+                )
+        used = list(base_used)
+        for p in procs:
+            for n, b in p.node_bytes.items():
+                used[n] += b
+        # page cache of the safetensors files on the other socket while weights stream in
+        if alive and t >= 4:
+            for n in (4, 5, 6, 7):
+                used[n] += min(int(7.5 * GIB), int((t - 4) * 0.55 * GIB))
+        if killed_at is not None and t >= killed_at + 2:
+            for n in (4, 5, 6, 7):
+                used[n] += int(7.5 * GIB)
+        # the same meminfo text the seed box's sysfs holds, through the same parser
+        nodes = tuple(
+            n.model_copy(
+                update={
+                    "memory": node_memory_from(
+                        parse_meminfo(seedbox.node_meminfo(n.id, used[n.id] // 1024)),
+                        n.memory.numastat if n.memory else {},
+                    )
+                }
+            )
+            for n in base_topo.nodes
+        )
+        topo = base_topo.model_copy(update={"nodes": nodes})
+        busy = {c: 1.0 + (c * 7 + step * 3) % 5 for c in range(120)}
+        for p in procs:
+            for th in p.threads:
+                if th.cpu is not None and th.cpu_percent:
+                    busy[th.cpu] = min(100.0, busy[th.cpu] + th.cpu_percent)
+        engine = Engine(root_pid=API_PID, processes=tuple(procs), config=config) if procs else None
+        degraded: tuple[str, ...] = ()
+        if engine is None:
+            degraded = (f"process {API_PID} exited",)
+        snaps.append(
+            Snapshot(
+                taken_at=now,
+                host="seedbox-8581c",
+                kernel="6.8.0-49-generic",
+                topology=topo,
+                engine=engine,
+                sample_seconds=0.012,
+                oom_kills=kill_now,
+                cpu_busy=busy,
+                degraded=degraded,
+            )
+        )
     return snaps
 
 

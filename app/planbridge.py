@@ -87,7 +87,9 @@ class EnginePlanner:
             if path is None:
                 raise ValueError("the engine's model path is unknown")
             model = self.load(path)
-            self._plan = self._mod.make_plan(model, topology, self._mod.config_from_engine(engine.config))
+            self._plan = self._mod.make_plan(
+                model, topology, self._mod.config_from_engine(engine.config), engine=engine
+            )
             self.problem = None
         except Exception as exc:  # planner trouble must never stop the dashboard's samples
             self._plan = None

@@ -149,3 +149,68 @@ def seed_topology() -> Topology:
     from probes.topology import read_topology
 
     return read_topology(seed_roots())
+
+
+def write_box_sysfs(
+    dest: Path,
+    *,
+    sockets: int = 4,
+    nodes_per_socket: int = 4,
+    cores_per_node: int = 32,
+    smt: int = 2,
+    node_gib: int = 64,
+    hostname: str = "bigbox-16n",
+) -> SysRoots:
+    """A larger generated machine (default: 4 sockets × 4 nodes × 32 cores × 2 threads = 256 CPUs).
+
+    CPU numbering follows Linux on Intel: first threads of all cores, then their siblings.
+    Used for the 16-node views and the scaling benchmark; the seed box stays the story's machine.
+    """
+    sysd = dest / "sys" / "devices" / "system"
+    procd = dest / "proc"
+    nodes = list(range(sockets * nodes_per_socket))
+    cores = len(nodes) * cores_per_node
+    ncpu = cores * smt
+
+    def w(path: Path, text: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+    def cpus_of(n: int) -> list[int]:
+        first = range(n * cores_per_node, (n + 1) * cores_per_node)
+        return sorted(c + t * cores for t in range(smt) for c in first)
+
+    all_cpus = format_cpulist(range(ncpu))
+    for name in ("online", "possible", "present"):
+        w(sysd / "cpu" / name, all_cpus + "\n")
+    w(sysd / "cpu" / "offline", "\n")
+    for n in nodes:
+        pkg = n // nodes_per_socket
+        for cpu in cpus_of(n):
+            core = cpu % cores
+            t = sysd / "cpu" / f"cpu{cpu}" / "topology"
+            w(sysd / "cpu" / f"cpu{cpu}" / "online", "1\n")
+            w(t / "physical_package_id", f"{pkg}\n")
+            w(t / "core_id", f"{core % (cores_per_node * nodes_per_socket)}\n")
+            w(t / "thread_siblings_list", format_cpulist([core + i * cores for i in range(smt)]) + "\n")
+    node_list = format_cpulist(nodes) + "\n"
+    for name in ("online", "possible", "has_cpu", "has_memory", "has_normal_memory"):
+        w(sysd / "node" / name, node_list)
+    total_kib = node_gib * 1024 * 1024
+    for n in nodes:
+        nd = sysd / "node" / f"node{n}"
+        w(nd / "cpulist", format_cpulist(cpus_of(n)) + "\n")
+        dist = [10 if m == n else 12 if m // nodes_per_socket == n // nodes_per_socket else 32 for m in nodes]
+        w(nd / "distance", " ".join(map(str, dist)) + "\n")
+        used = 2 * 1024 * 1024 + n * 1024 * 1024
+        w(
+            nd / "meminfo",
+            f"Node {n} MemTotal: {total_kib} kB\nNode {n} MemFree: {total_kib - used} kB\n"
+            f"Node {n} FilePages: {used // 4} kB\nNode {n} AnonPages: {used // 2} kB\n"
+            f"Node {n} Active(file): {used // 8} kB\nNode {n} Inactive(file): {used // 8} kB\n"
+            f"Node {n} SReclaimable: 65536 kB\nNode {n} HugePages_Total: 0\nNode {n} HugePages_Free: 0\n",
+        )
+    w(procd / "meminfo", f"MemTotal: {total_kib * len(nodes)} kB\nMemFree: {total_kib * len(nodes)} kB\n")
+    w(procd / "sys" / "kernel" / "hostname", hostname + "\n")
+    w(procd / "sys" / "kernel" / "osrelease", "6.8.0-bigbox\n")
+    return SysRoots(proc=procd, sys=dest / "sys")

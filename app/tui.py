@@ -286,17 +286,20 @@ class NumatopApp(App[None]):
             self._render_memory()
 
     def _render_processes(self) -> None:
+        self.query_one(ProcessTable).show(self.state.engine, self.filter_text)
+        self._render_threads()
+
+    def _render_threads(self) -> None:
+        """The thread table follows the highlighted process (the busiest worker at first)."""
         engine = self.state.engine
-        procs = self.query_one(ProcessTable)
-        procs.show(engine, self.filter_text)
-        pid = procs.selected_pid()
+        pid = self.query_one(ProcessTable).selected_pid()
         proc = None
         if engine is not None:
             proc = next((p for p in engine.processes if p.pid == pid), None) or (
                 max(engine.workers(), key=lambda p: len(p.threads), default=None)
             )
-        self.query_one(ThreadTable).show(proc, self.filter_text)
         tt = self.query_one(ThreadTable)
+        tt.show(proc, self.filter_text)
         tt.border_title = f"threads of {proc.label or proc.comm} ({proc.pid})" if proc else "threads"
 
     def _render_memory(self) -> None:
@@ -419,7 +422,7 @@ class NumatopApp(App[None]):
 
     @on(DataTable.RowHighlighted, "#procs")
     def _proc_moved(self) -> None:
-        self._render_processes()
+        self._render_threads()
 
     def action_sort(self) -> None:
         tt = self.query_one(ThreadTable)
@@ -520,10 +523,10 @@ class NumatopApp(App[None]):
             return
         base = planner.config_from_engine(engine.config)
         start = base
-        current = planner.make_plan(model, snap.topology, base)
+        current = planner.make_plan(model, snap.topology, base, engine=engine)
         if not current.fits:
             try:
-                best = planner.solve(model, snap.topology, base, limit=1)
+                best = planner.solve(model, snap.topology, base, limit=1, engine=engine)
                 if best:
                     start = best[0].config
             except Exception:
@@ -542,6 +545,7 @@ class NumatopApp(App[None]):
                 preview=lambda cfg: self._preview(engine, base, cfg),
                 can_relaunch=live,
                 why_not=why,
+                engine=engine,
             ),
             self._whatif_done,
         )
@@ -594,7 +598,7 @@ class NumatopApp(App[None]):
 
                 path = model_path(snap.engine)
                 if path:
-                    plan = planner.make_plan(self.bridge.load(path), snap.topology, cfg)
+                    plan = planner.make_plan(self.bridge.load(path), snap.topology, cfg, engine=snap.engine)
             self.relaunching = True
 
             def on_step(step: Any) -> None:

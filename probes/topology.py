@@ -91,6 +91,13 @@ def read_node_memory(roots: SysRoots, node_id: int, problems: Problems) -> NodeM
         size = int(m.group(1)) * 1024
         huge_total += (read_int(hdir / pool / "nr_hugepages", problems, quiet_missing=True) or 0) * size
         huge_free += (read_int(hdir / pool / "free_hugepages", problems, quiet_missing=True) or 0) * size
+    return node_memory_from(mi, parse_numastat(numastat_text) if numastat_text else {}, huge_total, huge_free)
+
+
+def node_memory_from(
+    mi: dict[str, int], numastat: dict[str, int], huge_total: int = 0, huge_free: int = 0
+) -> NodeMemory:
+    """A ``NodeMemory`` from parsed ``meminfo`` (bytes) and ``numastat`` figures."""
     total = mi.get("MemTotal", 0)
     free = mi.get("MemFree", 0)
     return NodeMemory(
@@ -105,7 +112,7 @@ def read_node_memory(roots: SysRoots, node_id: int, problems: Problems) -> NodeM
         sreclaimable_bytes=mi.get("SReclaimable", mi.get("KReclaimable", 0)),
         hugepages_total_bytes=huge_total,
         hugepages_free_bytes=huge_free,
-        numastat=parse_numastat(numastat_text) if numastat_text else {},
+        numastat=numastat,
     )
 
 

@@ -60,6 +60,7 @@ class WhatIfScreen(Screen[Any]):
         preview: Callable[[Any], list[str]] | None = None,
         can_relaunch: bool = True,
         why_not: str = "",
+        engine: Any = None,
     ) -> None:
         super().__init__()
         self.planner = planner
@@ -70,6 +71,8 @@ class WhatIfScreen(Screen[Any]):
         self.preview = preview
         self.can_relaunch = can_relaunch
         self.why_not = why_not
+        #: the running engine: its own memory is not counted against the budgets of its replacement
+        self.engine = engine
         self.plan: Any = None
         self.candidates: list[Any] = []
 
@@ -157,7 +160,7 @@ class WhatIfScreen(Screen[Any]):
             findings.update("")
             return
         self.config = cfg
-        self.plan = plan = self.planner.make_plan(self.model, self.topology, cfg)
+        self.plan = plan = self.planner.make_plan(self.model, self.topology, cfg, engine=self.engine)
         v = str(plan.verdict)
         line = Text.assemble(("Prediction: ", "bold"), (f" {v.upper()} ", VERDICT_STYLE.get(v, "bold")))
         line.append(f"  {cfg.summary()}")
@@ -193,7 +196,7 @@ class WhatIfScreen(Screen[Any]):
     @work(thread=True, exclusive=True, group="solve")
     def solve(self) -> None:
         try:
-            cands = self.planner.solve(self.model, self.topology, self.base, limit=12)
+            cands = self.planner.solve(self.model, self.topology, self.base, limit=12, engine=self.engine)
         except Exception as exc:
             self.app.call_from_thread(self.notify, f"solver failed: {exc}", severity="error")
             return
