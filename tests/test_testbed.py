@@ -2,22 +2,30 @@
 
 Real-engine tests share one engine through the session fixtures (see tests/testbed/fixtures.py); the
 two teardown tests ride on the switches the session makes anyway (TP=1 → TP=2, TP=2 → custom), so
-they add no engine start. Cost on 2 cores: ~45 s TP=1 start, ~30 s TP=2 start + ~15 s first
-completion, ~10 s for the failed start.
+they add no engine start. Cost on 2 cores (quiet → busy machine): TP=1 start 19-56 s, TP=2 start
+25-58 s + 7-24 s first completion, failed start 8-25 s, killed-starter sweep 15-30 s.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import REPO
 from tests.testbed.engine import (
+    OWNER_FILE,
     SHM,
+    TMP_PREFIX,
     EngineStartError,
     RunningEngine,
+    _sweep_stale,
     default_bind,
     free_port,
     testbed_ready,
@@ -31,6 +39,28 @@ def _alive(pid: int, starttime: int) -> bool:
     except OSError:
         return False
     return int(rest[19]) == starttime and rest[0] not in ("Z", "X")
+
+
+def _group(pgid: int) -> list[int]:
+    """Live members of a process group."""
+    out = []
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        try:
+            rest = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if rest[2] == str(pgid) and rest[0] not in ("Z", "X"):
+            out.append(int(p))
+    return out
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def _affinity_of_threads(pid: int) -> set[frozenset[int]]:
@@ -179,3 +209,41 @@ def test_failed_start_raises_with_the_log_tail_and_leaves_nothing(vllm_engine_fa
     assert not Path(f"/proc/{eng.pid}").exists()
     assert eng.log_path.is_file()  # kept for the reader of the failure
     eng.log_path.unlink()
+
+
+@pytest.mark.vllm
+def test_an_engine_whose_test_process_was_killed_is_swept_at_the_next_start(vllm_engine_factory):
+    """SIGKILL of the process that started an engine, mid-start (its EngineCore already spawned).
+
+    vLLM 0.32 does not stop then: the SIGTERM it gets (PDEATHSIG) leaves API server, EngineCore and
+    Worker hanging. The next start (``_sweep_stale``) kills that group and removes its TMPDIR; an
+    engine whose starter is alive is left alone.
+    """
+    before = set(Path(tempfile.gettempdir()).glob(TMP_PREFIX + "*"))
+    code = "from tests.testbed.engine import start_engine; start_engine(tp=1, timeout=120)"
+    helper = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        owner = None
+        deadline = time.monotonic() + 30
+        while owner is None and time.monotonic() < deadline and helper.poll() is None:
+            for d in set(Path(tempfile.gettempdir()).glob(TMP_PREFIX + "*")) - before:
+                try:
+                    if len((d / OWNER_FILE).read_text().split()) == 4:
+                        owner = d
+                except OSError:
+                    continue
+            time.sleep(0.1)
+        assert owner is not None, helper.stderr.read().decode() if helper.poll() is not None else "no owner file"
+        pid = int((owner / OWNER_FILE).read_text().split()[0])
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not any(_cmdline(p).startswith("VLLM::") for p in _group(pid)):
+            time.sleep(0.2)
+        assert any(_cmdline(p).startswith("VLLM::") for p in _group(pid)), _group(pid)
+        assert str(owner) not in _sweep_stale()  # its starter is alive: not touched
+    finally:
+        helper.kill()
+        helper.wait(timeout=10)
+    done = _sweep_stale()
+    assert f"killed {pid}" in done and str(owner) in done, done
+    assert _group(pid) == []
+    assert not owner.exists()

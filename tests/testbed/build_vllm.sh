@@ -6,7 +6,7 @@
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 VLLM_VERSION=0.32.0
-CACHE="${NUMATOP_CACHE:-$HOME/.cache/numatop-llm}"
+CACHE="${NUMATOP_CACHE:-${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}/.cache/numatop-llm}"
 VENV="$CACHE/vllm-$VLLM_VERSION"
 MODEL="$CACHE/models/tiny-llama"
 MARKER="$VENV/.numatop-ready"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import getpass
 import json
 import os
@@ -461,6 +462,57 @@ def _stop_leftovers() -> None:  # pragma: no cover - only when a test run dies w
             eng.stop(timeout=10)
 
 
+TMP_PREFIX = "numatop-vllm-"
+OWNER_FILE = ".numatop-owner"  # "<api pid> <its starttime> <starter pid> <its starttime>" in the private TMPDIR
+
+
+def _sweep_stale() -> list[str]:
+    """Clean up after engines whose starting process died without stopping them (a killed test run).
+
+    The owner file in each private TMPDIR names the API server and the process that started it. When
+    the starter is gone: the engine's process group is killed (SIGKILL; only members started after the
+    API server, so a reused PID is never hit), then its TMPDIR and the /dev/shm entries named after its
+    ``vllm_dist`` id that no live process holds are removed. Returns what it killed and removed.
+    """
+    done: list[str] = []
+    for d in Path(tempfile.gettempdir()).glob(TMP_PREFIX + "*"):
+        try:
+            api, api_start, starter, starter_start = map(int, (d / OWNER_FILE).read_text().split())
+        except (OSError, ValueError):
+            continue
+        if _alive(starter, starter_start):
+            continue
+        members = {p: st[3] for p, st in _all_stats().items() if st[2] == api and st[3] >= api_start}
+        for p in members:
+            with contextlib.suppress(OSError):
+                os.kill(p, signal.SIGKILL)
+                done.append(f"killed {p}")
+        deadline = time.monotonic() + 10
+        while any(_alive(p, start) for p, start in members.items()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with contextlib.suppress(OSError):
+            idents = [e.name for e in os.scandir(d) if e.name.startswith(DIST_PREFIX)]
+            shm = {SHM / n for n in _shm_names() if any(n.startswith(i) for i in idents)}
+            for path in shm - _held_by_anyone(shm):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                    done.append(str(path))
+        shutil.rmtree(d, ignore_errors=True)
+        done.append(str(d))
+    return done
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """PR_SET_PDEATHSIG: the API server gets SIGTERM if the test process dies without stopping it.
+
+    Enough for a running engine (it shuts down its tree in about a second). Not while it is still
+    starting: vLLM 0.32 then hangs (API server, EngineCore and Worker stay, measured > 5 min), and
+    :func:`_sweep_stale` at the next start kills the group.
+    """
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+
+
 def _fmt_gib(v: float) -> str:
     return str(int(v)) if float(v).is_integer() else str(v)
 
@@ -478,21 +530,25 @@ def start_engine(
     log_dir: Path | None = None,
     keep_log: bool = False,
     warm_up: bool = False,
+    die_with_parent: bool = True,
 ) -> RunningEngine:
     """Start ``vllm serve`` on the tiny model and wait until /health answers; the caller must stop it.
 
     ``bind`` None → :func:`default_bind`. ``extra_env`` values of None remove a variable. A start-up
     failure stops what was started and raises :class:`EngineStartError` with the log's tail.
+    ``die_with_parent``: the engine gets SIGTERM when the calling *thread* ends (a killed pytest
+    leaves no engine behind); pass False when starting from a short-lived thread.
     """
     reason = testbed_ready()
     if reason:
         raise EngineStartError(reason)
+    _sweep_stale()
     bind = bind if bind is not None else default_bind(tp)
     port = port or free_port()
     model = str(model or tiny_model_path())
     venv = venv_dir()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP")}
-    tmpdir = Path(tempfile.mkdtemp(prefix=f"numatop-vllm-tp{tp}-"))  # short: vLLM puts IPC sockets here
+    tmpdir = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}tp{tp}-"))  # short: vLLM puts IPC sockets here
     env.setdefault("TORCHINDUCTOR_CACHE_DIR", _inductor_cache_default())  # stays warm across engines
     env.update(
         TMPDIR=str(tmpdir),
@@ -542,7 +598,12 @@ def start_engine(
             env=env,
             cwd=log_dir,
             start_new_session=True,
+            preexec_fn=_die_with_parent if die_with_parent else None,
         )
+    api_st, own_st = _stat(proc.pid), _stat(os.getpid())
+    with contextlib.suppress(OSError):
+        owner = f"{proc.pid} {api_st[3] if api_st else 0} {os.getpid()} {own_st[3] if own_st else 0}\n"
+        (tmpdir / OWNER_FILE).write_text(owner)
     eng = RunningEngine(
         proc=proc,
         port=port,
