@@ -290,6 +290,9 @@ if core.stdout.readline().strip() != b"ready":  # like vLLM: no API before the e
     print("RuntimeError: Engine core initialization failed. See root cause above.", flush=True)
     sys.exit(1)
 inflight = 0; lock = threading.Lock()
+if os.environ.get("TMPDIR"):  # like vLLM's ZMQ ipc:// sockets: bound in TMPDIR, never unlinked
+    import socket
+    ipc = socket.socket(socket.AF_UNIX); ipc.bind(os.path.join(os.environ["TMPDIR"], str(uuid.uuid4()))); ipc.listen()
 
 class H(http.server.BaseHTTPRequestHandler):
     def log_message(self, *a): pass

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -64,6 +65,7 @@ def test_relaunch_a_live_tree_end_to_end(fake_vllm, journal, tmp_path):
     assert [r.label for r in old_tree] == ["api_server", "EngineCore", "Worker"]
     old_leftovers = LiveSystem(tmp=fake_vllm.root).leftovers(LiveSystem().tree(proc.pid), str(fake_vllm.root))
     assert any("psm_fake_" in p for p in old_leftovers) and any("vllm_dist_" in p for p in old_leftovers)
+    assert any(stat.S_ISSOCK(os.stat(p).st_mode) for p in old_leftovers)  # its ipc socket file
     new = old.with_plan(SimpleNamespace(tp=2, bind="0", kv_gib=2))
     events = []
     outcome = relaunch(old, new, journal, tmp_path, on_step=events.append).run()

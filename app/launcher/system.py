@@ -240,18 +240,22 @@ class LiveSystem:
 
     # leftovers
     def leftovers(self, tree: list[ProcRef], tmpdir: str | None = None) -> list[str]:
-        """What the tree would leave behind: ``/dev/shm`` entries it maps or holds open; its gloo
-        FileStore ``vllm_dist_<uuid>`` in the engine's temp dir (``tmpdir``, else ours), created by the
-        engine core just before it starts the workers; and ``/dev/shm`` entries named after that
-        FileStore (the TP>1 ``…-cpushm`` segments)."""
+        """What the tree would leave behind: ``/dev/shm`` entries it maps or holds open; the unix
+        socket files it bound (vLLM's ZMQ ``ipc://`` paths in its temp dir); its gloo FileStore
+        ``vllm_dist_<uuid>`` in the engine's temp dir (``tmpdir``, else ours), created by the engine
+        core just before it starts the workers; and ``/dev/shm`` entries named after that FileStore
+        (the TP>1 ``…-cpushm`` segments, which vLLM leaves behind)."""
         prefix = str(self.shm) + "/"
         out: set[str] = set()
+        sockets = _unix_socket_paths(self.proc)
         for ref in tree:
             for path in _held_paths(self.proc, ref.pid):
                 if path.startswith(prefix) and not path.endswith(" (deleted)"):
                     out.add(prefix + path[len(prefix) :].split("/")[0])
                 elif Path(path).name.startswith(DIST_PREFIX):
                     out.add(path.removesuffix(" (deleted)"))
+                elif path.startswith("socket:[") and sockets.get(path[8:-1], "").startswith("/"):
+                    out.add(sockets[path[8:-1]])  # a ZMQ ipc:// socket file it bound
         dist = self._dist_files(tree, Path(tmpdir) if tmpdir else self.tmp)
         out.update(dist)
         idents = tuple(Path(d).name for d in dist)
@@ -306,8 +310,8 @@ class LiveSystem:
         """Remove the given leftovers that no live process holds. Returns (removed, kept-because-held)."""
         if not paths:
             return [], []
-        held: set[str] = set()
         wanted = set(paths)
+        held: set[str] = set(_unix_socket_paths(self.proc).values()) & wanted  # still bound by someone
         for entry in os.scandir(self.proc):
             if entry.name.isdigit():
                 for p in _held_paths(self.proc, int(entry.name)):
@@ -420,6 +424,17 @@ class LiveSystem:
 
 class SpawnError(RuntimeError):
     """The new engine could not even be started (exec failed). One line."""
+
+
+def _unix_socket_paths(proc: Path) -> dict[str, str]:
+    """inode → path of every bound unix socket (``/proc/net/unix``; abstract ones start with ``@``)."""
+    out: dict[str, str] = {}
+    with contextlib.suppress(OSError):
+        for line in (proc / "net" / "unix").read_text(errors="replace").splitlines()[1:]:
+            parts = line.split(None, 7)
+            if len(parts) == 8:
+                out[parts[6]] = parts[7]
+    return out
 
 
 def _boot_time(proc: Path) -> float | None:
