@@ -197,6 +197,7 @@ def test_busy_port_fails_before_starting_anything_new(journal):
     assert port.status == FAILED and "in use by pid 4242" in port.message
     assert fs.spawned_specs == []
     assert "NO ENGINE IS RUNNING" in outcome.message
+    assert ("rollback stop", SKIPPED) in final(outcome)
 
 
 @pytest.mark.parametrize("verdict", ["oom", "error"])
@@ -276,3 +277,17 @@ def test_secrets_never_reach_steps_outcome_or_journal(journal):
     # but the process gets the real values
     assert fs.spawned_specs[0].environment()["HF_TOKEN"] == "hf_TopSecretValue"
     assert "sk-ApiKeyValue" in fs.spawned_specs[0].command()
+
+
+def test_launcher_and_its_commands_never_import_textual():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, app.launcher, app.launcher.relaunch, app.launcher.system, app.launcher.journal, app.cmd_relaunch\n"
+        "from app.cli import build_parser; build_parser()\n"
+        "print(sorted(m for m in sys.modules if m == 'textual' or m.startswith('textual.')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -271,6 +271,8 @@ class Relaunch:
         seen = list(self._seen.values())
 
         def stop_new() -> str:
+            if new_pid is None and not seen:
+                raise _Skipped("no new engine was started")
             live = [r for r in seen if self.system.alive(r)]
             root = next((r for r in live if r.pid == new_pid), None)
             if new_pid is not None:
