@@ -60,6 +60,11 @@ ENV = {
 VLLM_VERSION = "0.9.2"
 
 
+def _tid(pid: int, i: int) -> int:
+    """Thread ids: the main thread's is the PID; the others are numbered after every PID of the story."""
+    return pid if i == 0 else 10_000 + (pid - 4000) * 100 + i
+
+
 def _threads(pid: int, n_total: int, node: int | None, pinned: int, load: float, step: int) -> tuple[Thread, ...]:
     """``pinned`` OpenMP threads one per CPU of ``node``, the rest (gloo, tokio, python) allowed on the node."""
     cpus = seedbox.node_cpus(node if node is not None else 0)
@@ -70,7 +75,7 @@ def _threads(pid: int, n_total: int, node: int | None, pinned: int, load: float,
             cpu = cpus[1 + i % (len(cpus) - 1)]  # CPU 0 of each node is left for the reserved core
             out.append(
                 Thread(
-                    tid=pid + i if i else pid,
+                    tid=_tid(pid, i),
                     comm="python3",
                     state="R" if load > 50 else "S",
                     cpu=cpu,
@@ -84,7 +89,7 @@ def _threads(pid: int, n_total: int, node: int | None, pinned: int, load: float,
             cpu = allowed_all[(i * 7 + step) % len(allowed_all)]
             out.append(
                 Thread(
-                    tid=pid + i,
+                    tid=_tid(pid, i),
                     comm=("gloo" if i % 3 else "pt_tcpstore") if node is not None else f"python3-{i}",
                     state="S",
                     cpu=cpu,

@@ -48,7 +48,7 @@ def proc_name(p: Process) -> str:
 
 def load_glyph(pct: float | None) -> str:
     if pct is None:
-        return " "
+        return "·"
     i = min(len(LOAD_GLYPHS) - 1, round(pct / 100 * (len(LOAD_GLYPHS) - 1)))
     return LOAD_GLYPHS[i]
 

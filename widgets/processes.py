@@ -57,9 +57,11 @@ class ProcessTable(DataTable):
                 name = proc_name(p)
                 if filter_text and filter_text.lower() not in f"{p.pid} {name} {p.comm}".lower():
                     continue
-                off = p.off_node_threads
+                # "off node" means something only for a process that belongs on a node: a worker or a bind
+                placed = p.role == Role.WORKER or p.policy.strict
+                off = p.off_node_threads if placed else None
                 cpu = sum(t.cpu_percent or 0.0 for t in p.threads)
-                remote = p.remote_bytes
+                remote = p.remote_bytes if placed else 0
                 mem = Text(node_split(p), style="yellow" if remote > 0.05 * max(1, p.rss_bytes) else "")
                 self.add_row(
                     str(p.pid),
@@ -68,7 +70,7 @@ class ProcessTable(DataTable):
                     mem,
                     Text(p.policy.text, style="bold" if p.policy.strict else "dim"),
                     str(len(p.threads)),
-                    Text(str(off), style="bold red" if off else "dim"),
+                    Text("-" if off is None else str(off), style="bold red" if off else "dim"),
                     f"{cpu:.0f}",
                     key=str(p.pid),
                 )
