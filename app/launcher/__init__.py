@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from app.launcher.diff import diff
 from app.launcher.journal import Journal, RelaunchRecord, read_history
-from app.launcher.relaunch import BLOCKING_VERDICTS, FAILED, OK, RUNNING, SKIPPED, Outcome, Relaunch, Step
+from app.launcher.relaunch import Relaunch
 from app.launcher.spec import CaptureError, LaunchSpec, capture
+from app.launcher.steps import BLOCKING_VERDICTS, FAILED, OK, RUNNING, SKIPPED, Outcome, Step
 from app.launcher.system import LiveSystem, ProcRef, System
 
 __all__ = [
