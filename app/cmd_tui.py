@@ -36,15 +36,14 @@ def build_source(args: argparse.Namespace):
     if getattr(args, "demo", False):
         if args.speed <= 0:
             raise UsageError("--speed must be above 0")
-        note = "demo: the 8-node story (a recording; nothing here is live) — L watches this machine"
-        return demo_source(speed=args.speed), note
+        return demo_source(speed=args.speed), None
     roots = _roots(args)
     _check_pid(roots, args.pid)
     src = LiveSource(roots, args.pid)
     if args.pid is None and src.attached_pid is None and not (args.proc or args.sys):
         # nothing to watch: open the story instead, and say how to get back
         src.close()
-        return demo_source(), "no vLLM engine found on this machine: showing the bundled demo — L watches this machine"
+        return demo_source(), "no vLLM engine found here: showing the bundled demo"
     return src, None
 
 

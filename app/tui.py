@@ -479,7 +479,8 @@ class NumatopApp(App[None]):
         self.source = demo_source()
         self.state = AppState()
         self.replay_done = False
-        self.note = "demo: the 8-node story (a recording; nothing here is live)"
+        self.note = None
+        self._offer_live = True
         try:
             old.close()
         except Exception:
@@ -496,6 +497,7 @@ class NumatopApp(App[None]):
         self.state = AppState()
         self.replay_done = False
         self.note = None
+        self._offer_live = False
         old.close()
         self.sampler()
 
