@@ -62,6 +62,8 @@ def test_attached_to_a_real_tp2_engine(vllm_engine_tp2) -> None:
         t.send("2")
         screen = t.wait_for("Worker_TP1", 30)
         assert "Worker_TP0" in screen and "EngineCore" in screen
-        assert "bind:" in screen  # both workers' memory is bound (numa_maps), shown per process
+        # both workers' memory is bound (numa_maps), shown per process
+        screen = t.wait_for("bind:", 30)
+        assert "Worker_TP0" in screen, screen
         t.send("q")
         t.wait_for("[exited rc=0]", 15)

@@ -87,12 +87,15 @@ def score_plan(plan: Plan, total_cores: int, best_tokens: int) -> float:
         return -100.0 - len(plan.errors)
     fits = 1.0 if plan.fits else (0.5 if plan.verdict == "spills" else 0.0)
     margin = 1.0 if plan.fits and has_margin(plan) else 0.0
-    cores = effective_cores(plan) / max(1, total_cores)
+    # capped: unpinned (nobind) ranks each "see" every CPU, but they share them
+    cores = min(1.0, effective_cores(plan) / max(1, total_cores))
     tokens = min(1.0, plan.kv_tokens / best_tokens) if best_tokens else 0.0
     stages = max(1, plan.config.pp)
     cross = plan.cross_socket_groups / stages
     remote = sum(r.remote_bytes for r in plan.ranks) / max(1, sum(r.need_bytes for r in plan.ranks))
-    score = 1000 * fits + 100 * margin + 60 * cores + 30 * tokens - 10 * cross - 10 * remote
+    # nobind: OpenMP threads are not pinned, the scheduler moves them across nodes, reads go remote
+    unpinned = 1.0 if plan.config.bind == "nobind" else 0.0
+    score = 1000 * fits + 100 * margin + 60 * cores + 30 * tokens - 10 * cross - 10 * remote - 20 * unpinned
     if not plan.fits:
         score -= 10 * sum(max(0, r.need_bytes - r.node_budget_bytes) for r in plan.ranks) / GIB
     return score
