@@ -4,6 +4,10 @@ Import it into a test module (``from tests.vm.fixtures import numa_vm``). ``numa
 command, timeout)`` boots ``layout`` on first use (one boot per layout per session) and returns a
 ``GuestResult``. The build (tests/vm/build.sh) runs once per session; when QEMU cannot be
 installed the tests skip, except in CI (env CI set), where they fail.
+
+Pytest makes a separate fixture of every module's import, so all of them share one ``NumaVm``
+(and one build) kept here; the first to be torn down at the end of the session powers the
+guests off and writes the session's boot times to ``<cache>/vm/last-session.json``.
 """
 
 from __future__ import annotations
@@ -18,29 +22,52 @@ import pytest
 from tests.vm.harness import NumaVm, build, cache_dir
 
 IN_CI = bool(os.environ.get("CI"))
+_shared: dict[str, object] = {}
+
+
+def _vm(tmp_path_factory: pytest.TempPathFactory) -> NumaVm:
+    if "error" in _shared:
+        _unavailable(str(_shared["error"]))
+    if "vm" not in _shared:
+        _shared["started"] = time.monotonic()
+        artifacts, output = build()
+        if artifacts is None:
+            _shared["error"] = f"cannot build the QEMU guest: {output}"
+            _unavailable(str(_shared["error"]))
+        _shared["vm"] = NumaVm(artifacts, tmp_path_factory.mktemp("numa-vm"))
+    vm = _shared["vm"]
+    assert isinstance(vm, NumaVm)
+    return vm
+
+
+def _unavailable(msg: str) -> None:
+    if IN_CI:
+        pytest.fail(msg)
+    pytest.skip(msg)
+
+
+def _close() -> None:
+    vm = _shared.pop("vm", None)
+    if not isinstance(vm, NumaVm):
+        return
+    vm.close()
+    summary = {
+        "finished_at": time.time(),
+        "kernel": vm.artifacts.kernel_version,
+        "boot_seconds": vm.boot_times,
+        "commands": vm.command_times,
+        "session_seconds": round(time.monotonic() - float(_shared.get("started") or 0), 1),
+    }
+    try:  # a record of the last session's boot times, for the CI log and the closing note
+        (cache_dir() / "last-session.json").write_text(json.dumps(summary, indent=1) + "\n")
+    except OSError:
+        pass
 
 
 @pytest.fixture(scope="session")
 def numa_vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NumaVm]:
-    t0 = time.monotonic()
-    artifacts, output = build()
-    if artifacts is None:
-        msg = f"cannot build the QEMU guest: {output}"
-        if IN_CI:
-            pytest.fail(msg)
-        pytest.skip(msg)
-    vm = NumaVm(artifacts, tmp_path_factory.mktemp("numa-vm"))
+    vm = _vm(tmp_path_factory)
     try:
         yield vm
     finally:
-        vm.close()
-        summary = {
-            "finished_at": time.time(),
-            "kernel": artifacts.kernel_version,
-            "boot_seconds": vm.boot_times,
-            "session_seconds": round(time.monotonic() - t0, 1),
-        }
-        try:  # a record of the last session's boot times, for the CI log and the closing note
-            (cache_dir() / "last-session.json").write_text(json.dumps(summary, indent=1) + "\n")
-        except OSError:
-            pass
+        _close()

@@ -93,16 +93,17 @@ class VmError(RuntimeError):
     """The guest did not boot, died, or stopped answering."""
 
 
-def _accel(vcpus: int) -> list[str]:
+def _accel() -> list[str]:
     """TCG by default (the same everywhere; nested /dev/kvm is often present but broken);
     ``NUMATOP_VM_ACCEL=kvm`` opts in to KVM.
 
-    Many vCPUs on few host cores boot faster on one TCG thread (16 vCPUs on 2 cores: 7-11 s
-    against 16-22 s multi-threaded); ``NUMATOP_VM_TCG_THREAD=single|multi`` overrides.
+    One TCG thread for all vCPUs: on a 2-core host, 16 vCPUs boot in 7-11 s against 16-22 s
+    multi-threaded, and touching memory (what these tests do most) is faster; the 4-vCPU guest
+    is as fast either way. ``NUMATOP_VM_TCG_THREAD=multi`` overrides.
     """
     if os.environ.get("NUMATOP_VM_ACCEL") == "kvm":
         return ["-accel", "kvm", "-cpu", "host"]
-    mode = os.environ.get("NUMATOP_VM_TCG_THREAD") or ("single" if vcpus > 2 * (os.cpu_count() or 1) else "multi")
+    mode = os.environ.get("NUMATOP_VM_TCG_THREAD") or "single"
     return ["-accel", f"tcg,thread={mode}", "-cpu", "max"]
 
 
@@ -120,7 +121,7 @@ class Guest:
         self.next_cmd = 1
 
     def qemu_command(self) -> list[str]:
-        accel = _accel(self.layout.cpus)
+        accel = _accel()
         return [
             self.artifacts.qemu,
             "-machine",
@@ -243,6 +244,8 @@ class NumaVm:
         self.guests: dict[str, Guest] = {}
         #: every boot's time, per layout (a guest that died is booted again)
         self.boot_times: dict[str, list[float]] = {}
+        #: (layout, seconds) of every command, in order
+        self.command_times: list[tuple[str, float]] = []
 
     def guest(self, layout: str) -> Guest:
         """The running guest for ``layout``, booting it when needed."""
@@ -262,7 +265,9 @@ class NumaVm:
 
     def run(self, layout: str, command: str, timeout: float = 120.0) -> GuestResult:
         """Run ``command`` in the ``layout`` guest (see ``Guest.run``)."""
-        return self.guest(layout).run(command, timeout)
+        res = self.guest(layout).run(command, timeout)
+        self.command_times.append((layout, round(res.seconds, 2)))
+        return res
 
     def close(self) -> None:
         for g in self.guests.values():
