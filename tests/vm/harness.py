@@ -236,11 +236,17 @@ class Guest:
 
 
 class NumaVm:
-    """Guests by layout name, booted on first use and kept for later commands."""
+    """Guests by layout name, booted on first use and kept for later commands.
 
-    def __init__(self, artifacts: Artifacts, basedir: Path | None = None) -> None:
+    At most ``max_alive`` guests run at once (default 1: the 8-node guest alone may hold 4 GiB of
+    host memory after the OOM tests); booting another layout powers the others off first, so
+    tests should use one layout after the other (a layout used again is booted again).
+    """
+
+    def __init__(self, artifacts: Artifacts, basedir: Path | None = None, max_alive: int = 1) -> None:
         self.artifacts = artifacts
         self.basedir = basedir or Path(tempfile.mkdtemp(prefix="numatop-vm-"))
+        self.max_alive = max(1, max_alive)
         self.guests: dict[str, Guest] = {}
         #: every boot's time, per layout (a guest that died is booted again)
         self.boot_times: dict[str, list[float]] = {}
@@ -254,6 +260,9 @@ class NumaVm:
             return g
         if layout not in LAYOUTS:
             raise KeyError(f"unknown layout {layout!r}; known: {', '.join(LAYOUTS)}")
+        alive = [name for name, other in self.guests.items() if other.alive()]
+        for name in alive[: max(0, len(alive) - self.max_alive + 1)]:
+            self.guests[name].poweroff()
         boot_no = len(self.boot_times.get(layout, [])) + 1
         workdir = self.basedir / f"{layout}-{boot_no}"
         workdir.mkdir(parents=True)
