@@ -160,3 +160,64 @@ def test_snapshot_matches_the_guest_kernel(numa_vm: NumaVm, layout: str) -> None
         assert pk[s]["cpus"] == cpus
         assert pk[s]["nodes"] == [i for i in ids if lay.nodes[i].cpus and lay.socket_of(lay.nodes[i].cpus[0]) == s]
     assert snap["cores"] == lay.cpus
+
+
+# One SnapshotReader (as the dashboard keeps one) across memory hot-remove and re-add on node 1:
+# node totals must follow the kernel on every read. Then CPU 3 goes offline for a fresh snapshot.
+HOTPLUG = r"""
+import json, os, sys
+from pathlib import Path
+from probes.roots import SysRoots
+from probes.snapshot import SnapshotReader
+
+def total(node):
+    for line in Path(f"/sys/devices/system/node/node{node}/meminfo").read_text().splitlines():
+        if "MemTotal" in line:
+            return int(line.split()[-2]) * 1024
+
+reader = SnapshotReader(SysRoots())
+out = {"block": int(Path("/sys/devices/system/memory/block_size_bytes").read_text(), 16)}
+def sample(name):
+    snap = reader.read()
+    out[name] = {"snapshot": {str(n.id): n.total_bytes for n in snap.topology.nodes}, "kernel": {str(i): total(i) for i in (0, 1)}}
+sample("before")
+blocks = sorted(Path("/sys/devices/system/node/node1").glob("memory[0-9]*"), key=lambda p: int(p.name[6:]))
+for b in reversed(blocks):
+    try:
+        (b / "state").write_text("offline")
+    except OSError:
+        continue
+    out["offlined"] = b.name
+    break
+sample("offline")
+(b / "state").write_text("online")
+sample("online")
+print(json.dumps(out))
+"""
+CPU_OFFLINE = f"""
+.venv/bin/python -c '{HOTPLUG}' || exit 3
+echo '{SECTION}cpu'
+echo 0 > /sys/devices/system/cpu/cpu3/online || exit 4
+.venv/bin/python -m app.cli snapshot --json; rc=$?
+echo 1 > /sys/devices/system/cpu/cpu3/online
+exit $rc
+"""
+
+
+def test_snapshot_follows_memory_and_cpu_hotplug(numa_vm: NumaVm) -> None:  # noqa: F811
+    res = numa_vm.run("two-node", CPU_OFFLINE, timeout=300).check()
+    mem_text, _, cpu_text = res.stdout.partition(SECTION + "cpu\n")
+    mem = json.loads(mem_text)
+    block = mem["block"]
+    assert mem.get("offlined"), "no memory block of node 1 could be offlined"
+    for name in ("before", "offline", "online"):
+        assert mem[name]["snapshot"] == mem[name]["kernel"], name  # every read re-reads the node totals
+    assert mem["offline"]["snapshot"]["1"] == mem["before"]["snapshot"]["1"] - block
+    assert mem["offline"]["snapshot"]["0"] == mem["before"]["snapshot"]["0"]
+    assert mem["online"]["snapshot"]["1"] == mem["before"]["snapshot"]["1"]
+
+    snap = json.loads(cpu_text)
+    assert snap["cpus_offline"] == [3]
+    assert snap["cpus_online"] == [0, 1, 2]
+    assert [n["cpus"] for n in snap["nodes"]] == [[0, 1], [2]]
+    assert snap["degraded"] == []
