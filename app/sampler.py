@@ -7,6 +7,7 @@ Textual app calls ``sample()`` from a worker thread, never from the UI thread.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -49,6 +50,7 @@ class LiveSource:
         self.candidates: list[EngineCandidate] = []
         self.attached_pid: int | None = None
         self.lost_pid: int | None = None
+        self._lock = threading.Lock()
         if pid is not None:
             self.attach(pid)
         elif discover:
@@ -59,9 +61,11 @@ class LiveSource:
         return "live" if self.roots.proc.resolve() == Path("/proc") else f"tree at {self.roots.sys.parent}"
 
     def attach(self, pid: int | None) -> None:
-        self.reader.attach(pid)
-        self.attached_pid = pid
-        self.lost_pid = None
+        """Follow ``pid``'s tree from the next sample on (safe to call from another thread)."""
+        with self._lock:
+            self.reader.attach(pid)
+            self.attached_pid = pid
+            self.lost_pid = None
 
     def rediscover(self) -> list[EngineCandidate]:
         """Look for running engines again and attach to the best one; returns all found."""
@@ -71,16 +75,18 @@ class LiveSource:
         return self.candidates
 
     def sample(self, late_seconds: float = 0.0) -> Snapshot:
-        kills = tuple(self.oom_watch.poll())
-        snap = self.reader.read(**CADENCE, late_seconds=late_seconds, oom_kills=kills)
-        if self.oom_watch.problem and self.oom_watch.mode != "kmsg":
-            snap = snap.model_copy(update={"degraded": (*snap.degraded, self.oom_watch.problem)})
-        if snap.engine is None and self.attached_pid is not None:
-            # the engine is gone: keep sampling the machine, remember whom we lost
-            self.lost_pid = self.attached_pid
-            self.reader.attach(None)
-            self.attached_pid = None
-        return snap
+        # the lock keeps an attach() from another thread (a relaunch) out of a sample in progress
+        with self._lock:
+            kills = tuple(self.oom_watch.poll())
+            snap = self.reader.read(**CADENCE, late_seconds=late_seconds, oom_kills=kills)
+            if self.oom_watch.problem and self.oom_watch.mode != "kmsg":
+                snap = snap.model_copy(update={"degraded": (*snap.degraded, self.oom_watch.problem)})
+            if snap.engine is None and self.attached_pid is not None:
+                # the engine is gone: keep sampling the machine, remember whom we lost
+                self.lost_pid = self.attached_pid
+                self.reader.attach(None)
+                self.attached_pid = None
+            return snap
 
     def close(self) -> None:
         self.reader.attach(None)

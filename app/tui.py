@@ -151,6 +151,11 @@ class NumatopApp(App[None]):
 
     # -- layout ----------------------------------------------------------------------------
 
+    @property
+    def main(self):
+        """The dashboard's own screen (samples keep updating it while a dialog or the editor is open)."""
+        return self.screen_stack[0]
+
     def compose(self) -> ComposeResult:
         yield Static(id="info")
         yield Static(id="status")
@@ -176,7 +181,7 @@ class NumatopApp(App[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#info", Static).update(Text("numatop-llm — reading the machine…", style="bold"))
+        self.main.query_one("#info", Static).update(Text("numatop-llm — reading the machine…", style="bold"))
         self._status()
         if getattr(self.source, "live", False) and len(getattr(self.source, "candidates", [])) > 1:
             self.push_screen(EnginePicker(self.source.candidates), self._engine_picked)
@@ -272,33 +277,33 @@ class NumatopApp(App[None]):
         if snap is None:
             return
         engine = st.engine
-        self.query_one("#info", Static).update(self._info_text(snap, engine))
+        self.main.query_one("#info", Static).update(self._info_text(snap, engine))
         self._status()
         oom_nodes = {f.node for f in st.findings if f.code == "will-oom" and f.node is not None}
-        self.query_one(NumaMap).show(snap, engine if st.engine_alive else None)
-        self.query_one(NodeMemory).show(snap, engine if st.engine_alive else None, oom_nodes)
+        self.main.query_one(NumaMap).show(snap, engine if st.engine_alive else None)
+        self.main.query_one(NodeMemory).show(snap, engine if st.engine_alive else None, oom_nodes)
         empty = "no findings" if engine is not None else "no engine attached: the machine's nodes are shown"
-        self.query_one(Diagnoses).show(st.findings, empty=empty)
-        active = self.query_one(TabbedContent).active
+        self.main.query_one(Diagnoses).show(st.findings, empty=empty)
+        active = self.main.query_one(TabbedContent).active
         if active == "processes":
             self._render_processes()
         elif active == "memory":
             self._render_memory()
 
     def _render_processes(self) -> None:
-        self.query_one(ProcessTable).show(self.state.engine, self.filter_text)
+        self.main.query_one(ProcessTable).show(self.state.engine, self.filter_text)
         self._render_threads()
 
     def _render_threads(self) -> None:
         """The thread table follows the highlighted process (the busiest worker at first)."""
         engine = self.state.engine
-        pid = self.query_one(ProcessTable).selected_pid()
+        pid = self.main.query_one(ProcessTable).selected_pid()
         proc = None
         if engine is not None:
             proc = next((p for p in engine.processes if p.pid == pid), None) or (
                 max(engine.workers(), key=lambda p: len(p.threads), default=None)
             )
-        tt = self.query_one(ThreadTable)
+        tt = self.main.query_one(ThreadTable)
         tt.show(proc, self.filter_text)
         tt.border_title = f"threads of {proc.label or proc.comm} ({proc.pid})" if proc else "threads"
 
@@ -308,7 +313,7 @@ class NumatopApp(App[None]):
         if snap is None:
             return
         totals = {n.id: n.memory.total_bytes for n in snap.topology.nodes if n.memory}
-        self.query_one(MemoryHistory).show(list(st.history), totals)
+        self.main.query_one(MemoryHistory).show(list(st.history), totals)
         engine = st.engine
         text = Text()
         if engine is not None:
@@ -318,7 +323,7 @@ class NumatopApp(App[None]):
                     continue
                 parts = " ".join(f"n{n}:{b / 2**30:.1f}G" for n, b in sorted(p.node_bytes.items()) if b)
                 text.append(f"\n  {(p.label or p.comm):<14} {p.policy.text:<12} {parts}")
-        self.query_one("#engine-bytes", Static).update(text)
+        self.main.query_one("#engine-bytes", Static).update(text)
 
     def _info_text(self, snap: Snapshot, engine: Engine | None) -> Text:
         topo = snap.topology
@@ -342,7 +347,7 @@ class NumatopApp(App[None]):
 
     def _status(self) -> None:
         st = self.state
-        status = self.query_one("#status", Static)
+        status = self.main.query_one("#status", Static)
         parts: list[tuple[str, str]] = []
         alert = False
         src = getattr(self.source, "label", "")
@@ -403,20 +408,20 @@ class NumatopApp(App[None]):
         self._status()
 
     def action_distances(self) -> None:
-        m = self.query_one(NumaMap)
+        m = self.main.query_one(NumaMap)
         m.show_distances = not m.show_distances
-        self.query_one("#map-box").border_title = "NUMA distances" if m.show_distances else "NUMA map"
+        self.main.query_one("#map-box").border_title = "NUMA distances" if m.show_distances else "NUMA map"
         self.action_tab("overview")
 
     def action_tab(self, tab: str) -> None:
-        self.query_one(TabbedContent).active = tab
+        self.main.query_one(TabbedContent).active = tab
         self.render_state()
 
     @on(TabbedContent.TabActivated)
     def _tab_changed(self, event: TabbedContent.TabActivated) -> None:
         self.render_state()
-        if event.pane.id == "processes" and not self.query_one("#filter", Input).has_focus:
-            self.query_one(ProcessTable).focus()
+        if event.pane.id == "processes" and not self.main.query_one("#filter", Input).has_focus:
+            self.main.query_one(ProcessTable).focus()
         elif event.pane.id != "processes":
             self.set_focus(None)
 
@@ -425,14 +430,14 @@ class NumatopApp(App[None]):
         self._render_threads()
 
     def action_sort(self) -> None:
-        tt = self.query_one(ThreadTable)
+        tt = self.main.query_one(ThreadTable)
         keys = ["CPU%", "TID", "CPU", "node"]
         tt.sort_key = keys[(keys.index(getattr(tt, "sort_key", "CPU%")) + 1) % len(keys)]
         self.notify(f"threads sorted by {tt.sort_key}", timeout=2)
         self.action_tab("processes")
 
     def action_filter(self) -> None:
-        box = self.query_one("#filter", Input)
+        box = self.main.query_one("#filter", Input)
         box.disabled = False
         box.add_class("visible")
         box.focus()
@@ -440,16 +445,16 @@ class NumatopApp(App[None]):
     @on(Input.Changed, "#filter")
     def _filter_changed(self, event: Input.Changed) -> None:
         self.filter_text = event.value.strip()
-        if self.query_one(TabbedContent).active != "processes":
-            self.query_one(TabbedContent).active = "processes"
+        if self.main.query_one(TabbedContent).active != "processes":
+            self.main.query_one(TabbedContent).active = "processes"
         self._render_processes()
 
     @on(Input.Submitted, "#filter")
     def _filter_done(self) -> None:
-        self.query_one("#procs").focus()
+        self.main.query_one("#procs").focus()
 
     def action_clear_filter(self) -> None:
-        box = self.query_one("#filter", Input)
+        box = self.main.query_one("#filter", Input)
         box.value = ""
         box.remove_class("visible")
         box.disabled = True

@@ -34,11 +34,11 @@ class RelaunchScreen(ModalScreen[None]):
             yield Static(id="body")
 
     def on_mount(self) -> None:
-        self._render()
+        self._redraw()
 
     def step(self, name: str, status: str, message: str = "", seconds: float | None = None) -> None:
         self.steps[name] = (status, message, seconds)
-        self._render()
+        self._redraw()
 
     def finish(self, ok: bool, message: str, log_tail: str = "") -> None:
         self.done = True
@@ -47,9 +47,9 @@ class RelaunchScreen(ModalScreen[None]):
             t.append("\n\nlog tail:\n" + log_tail, style="dim")
         t.append("\n\nEsc or Enter closes", style="dim")
         self.result = t
-        self._render()
+        self._redraw()
 
-    def _render(self) -> None:
+    def _redraw(self) -> None:
         text = Text(self.title_text + "\n\n", style="bold")
         for name, (status, message, seconds) in self.steps.items():
             mark, style = MARK.get(status, ("?", ""))
