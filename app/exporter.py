@@ -101,99 +101,65 @@ def fallback_headroom(engine: Engine, topology: Topology) -> dict[int, RankHeadr
 
 
 class PlannerBridge:
-    """Per-rank budget and need from ``app.planner`` when it is installed; None otherwise.
-
-    The plan is recomputed when the engine or its configuration changes, and at most every
-    ``every`` seconds otherwise (node totals move while memory is onlined). Any failure of the
-    planner is a reason, never an exception: the exporter falls back to the node rule.
+    """Per-rank budget and need from the planner (through ``app.planbridge.EnginePlanner``, the
+    same bridge the dashboard uses: model resolution, caching, the running engine's own memory
+    left out of its budgets). Any failure is a reason, never an exception: the exporter falls
+    back to the node rule.
     """
 
     def __init__(self, every: float = 30.0) -> None:
-        self.every = every
-        self._mod = None
-        self.problem: str | None = None
-        try:
-            import app.planner as planner
+        from app.planbridge import EnginePlanner
 
-            self._mod = planner
-        except ImportError as exc:
-            self.problem = f"planner not available ({exc}); headroom from node memory"
-        self._key: tuple | None = None
-        self._at = 0.0
+        self._planner = EnginePlanner(every=every)
+        self._plan_obj: object = None
         self._result: dict[int, RankHeadroom] | None = None
-        self._models: dict[str, object] = {}
 
     @property
     def available(self) -> bool:
-        return self._mod is not None
+        return self._planner.available
 
-    def _model_path(self, engine: Engine) -> str | None:
-        model = engine.config.model
-        if not model:
-            return None
-        path = Path(model)
-        if not path.is_absolute():
-            root = next((p for p in engine.processes if p.pid == engine.root_pid), None)
-            if root is not None and root.cwd:
-                path = Path(root.cwd) / path
-        return str(path)
+    @property
+    def problem(self) -> str | None:
+        p = self._planner.problem
+        if p and not self.available:
+            return f"{p}; headroom from node memory"
+        return p
 
     def headroom(self, engine: Engine, topology: Topology) -> dict[int, RankHeadroom] | None:
-        if self._mod is None:
+        plan = self._planner.plan(engine, topology)
+        if plan is None:
+            self._plan_obj, self._result = None, None
             return None
-        totals = tuple((n.id, (n.total_bytes or 0) // (64 * MIB)) for n in topology.nodes)
-        key = (engine.root_pid, engine.config.model_dump_json(), totals)
-        now = time.monotonic()
-        if key == self._key and now - self._at < self.every:
-            return self._result
-        self._key, self._at = key, now
-        try:
-            self._result = self._plan(engine, topology)
-            self.problem = None
-        except Exception as exc:  # the planner is another team's code: never let it stop sampling
-            self._result = None
-            self.problem = f"planner failed ({type(exc).__name__}: {exc}); headroom from node memory"
+        if plan is not self._plan_obj:
+            self._plan_obj, self._result = plan, _headroom_from_plan(plan, engine)
         return self._result
 
-    def _plan(self, engine: Engine, topology: Topology) -> dict[int, RankHeadroom] | None:
-        planner = self._mod
-        path = self._model_path(engine)
-        if planner is None or path is None:
-            raise ValueError("the engine's model path is unknown")
-        model = self._models.get(path)
-        if model is None:
-            model = planner.load_model(path)
-            self._models = {path: model}
-        plan = planner.make_plan(model, topology, planner.config_from_engine(engine.config))
-        homes = {w.rank: w.home_node for w in engine.workers() if w.rank is not None}
-        out: dict[int, RankHeadroom] = {}
-        for i, r in enumerate(getattr(plan, "ranks", ()) or ()):
-            rank = getattr(r, "rank", i)
-            budget = getattr(r, "node_budget_bytes", None)
-            need = getattr(r, "need_bytes", None)
-            if budget is None or need is None:
-                continue
-            node = getattr(r, "node", None)
-            if node is None:
-                node = homes.get(rank)
-            if node is None:
-                continue
-            verdict = str(getattr(r, "verdict", "")).lower()
-            out[rank] = RankHeadroom(
-                rank=rank,
-                node=int(node),
-                headroom_bytes=int(budget) - int(need),
-                will_oom=int(need) > int(budget) or "oom" in verdict,
-                source="planner",
-                budget_bytes=int(budget),
-                need_bytes=int(need),
-            )
-        return out or None
 
-
-# --------------------------------------------------------------------------------------------
-# OOM kills from the kernel log
-# --------------------------------------------------------------------------------------------
+def _headroom_from_plan(plan: object, engine: Engine) -> dict[int, RankHeadroom] | None:
+    homes = {w.rank: w.home_node for w in engine.workers() if w.rank is not None}
+    out: dict[int, RankHeadroom] = {}
+    for i, r in enumerate(getattr(plan, "ranks", ()) or ()):
+        rank = getattr(r, "rank", i)
+        budget = getattr(r, "node_budget_bytes", None)
+        need = getattr(r, "need_bytes", None)
+        if budget is None or need is None:
+            continue
+        node = getattr(r, "node", None)
+        if node is None:
+            node = homes.get(rank)
+        if node is None:
+            continue
+        verdict = str(getattr(r, "verdict", "")).lower()
+        out[rank] = RankHeadroom(
+            rank=rank,
+            node=int(node),
+            headroom_bytes=int(budget) - int(need),
+            will_oom=int(need) > int(budget) or "oom" in verdict,
+            source="planner",
+            budget_bytes=int(budget),
+            need_bytes=int(need),
+        )
+    return out or None
 
 
 # --------------------------------------------------------------------------------------------

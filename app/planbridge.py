@@ -54,6 +54,10 @@ class EnginePlanner:
         else:
             self._mod = planner
 
+    @property
+    def available(self) -> bool:
+        return self._mod is not None
+
     def load(self, path: str) -> Any:
         """The model at ``path``; the bundled description of the same name when the path is unreadable."""
         planner = self._mod
