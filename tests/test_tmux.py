@@ -53,6 +53,27 @@ def test_demo_what_if_in_an_80x24_terminal() -> None:
         t.wait_for("[exited rc=0]", 15)
 
 
+def test_no_color_still_tells_ranks_and_verdicts_apart() -> None:
+    import re
+
+    with Tmux(f"{APP} --demo --speed 3", 80, 24, env={"NO_COLOR": "1"}) as t:
+        t.wait_for("Worker_TP1", 40)
+        screen = t.wait_for(" OOM ", 10)
+        coloured = t.capture(escapes=True)
+        # Textual turns every colour into a grey under NO_COLOR: no hue may reach the terminal
+        greys = {0, 7, 8, 15, 16, 231, *range(232, 256)}
+        found = re.findall(r"\x1b\[(?:[0-9]+;)*?([34]8);5;([0-9]+)", coloured)
+        assert len(found) > 20  # the screen is drawn with (grey) colours: the check below has something to check
+        for _, idx in found:
+            assert int(idx) in greys, f"colour {idx} on a NO_COLOR screen"
+        for r, g, b in re.findall(r"[34]8;2;([0-9]+);([0-9]+);([0-9]+)", coloured):
+            assert r == g == b, f"colour {r},{g},{b} on a NO_COLOR screen"
+        rows = {line.split()[1]: line.split()[2] for line in screen.splitlines() if line.startswith("│ n")}
+        assert rows["n0"].count("0") >= 12 and rows["n1"].count("1") >= 12, rows
+        t.send("q")
+        t.wait_for("[exited rc=0]", 15)
+
+
 @pytest.mark.vllm
 def test_attached_to_a_real_tp2_engine(vllm_engine_tp2) -> None:
     eng = vllm_engine_tp2

@@ -39,11 +39,10 @@ class Tmux:
             timeout=20,
         )
 
-    def capture(self) -> str:
-        r = subprocess.run(
-            [self.tmux, "-L", self.socket, "capture-pane", "-p", "-t", self.name], capture_output=True, text=True, timeout=20
-        )
-        return r.stdout
+    def capture(self, escapes: bool = False) -> str:
+        """The pane's text; with ``escapes`` also its colours and attributes (SGR sequences)."""
+        args = [self.tmux, "-L", self.socket, "capture-pane", "-p", "-t", self.name] + (["-e"] if escapes else [])
+        return subprocess.run(args, capture_output=True, text=True, timeout=20).stdout
 
     def send(self, *keys: str) -> None:
         subprocess.run([self.tmux, "-L", self.socket, "send-keys", "-t", self.name, *keys], check=True, timeout=20)
