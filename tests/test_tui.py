@@ -360,3 +360,17 @@ def test_widgets_never_read_proc() -> None:
                 fn = node.func
                 name = fn.id if isinstance(fn, ast.Name) else fn.attr if isinstance(fn, ast.Attribute) else ""
                 assert name not in ("open", "read_text", "read_bytes", "listdir", "scandir"), (f.name, name)
+
+
+def test_no_engine_on_this_machine_opens_the_demo_and_says_so(monkeypatch) -> None:
+    from app.cli import build_parser
+    from app.cmd_tui import build_source
+
+    monkeypatch.setattr("app.sampler.discover_engines", lambda roots: [])
+    source, note = build_source(build_parser().parse_args([]))
+    assert not source.live and source.label.startswith("demo")
+    assert note == "no vLLM engine found here: showing the bundled demo"
+    # with a PID the user asked for that process: never the demo
+    live, note = build_source(build_parser().parse_args(["--pid", str(os.getpid())]))
+    assert live.live and live.attached_pid == os.getpid() and note is None
+    live.close()
