@@ -25,6 +25,7 @@ from tests.testbed.engine import (
     TMP_PREFIX,
     EngineStartError,
     RunningEngine,
+    _held_by_anyone,
     _sweep_stale,
     default_bind,
     free_port,
@@ -54,6 +55,18 @@ def _group(pgid: int) -> list[int]:
         if rest[2] == str(pgid) and rest[0] not in ("Z", "X"):
             out.append(int(p))
     return out
+
+
+def _shm_names_held(pid: int) -> set[str]:
+    try:
+        maps = Path(f"/proc/{pid}/maps").read_text().splitlines()
+    except OSError:
+        return set()
+    return {
+        line.split()[-1].removeprefix("/dev/shm/")
+        for line in maps
+        if " /dev/shm/" in line and not line.endswith("(deleted)")
+    }
 
 
 def _cmdline(pid: int) -> str:
@@ -220,6 +233,7 @@ def test_an_engine_whose_test_process_was_killed_is_swept_at_the_next_start(vllm
     engine whose starter is alive is left alone.
     """
     before = set(Path(tempfile.gettempdir()).glob(TMP_PREFIX + "*"))
+    shm_before = set(os.listdir(SHM))
     code = "from tests.testbed.engine import start_engine; start_engine(tp=1, timeout=120)"
     helper = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -228,18 +242,20 @@ def test_an_engine_whose_test_process_was_killed_is_swept_at_the_next_start(vllm
         while owner is None and time.monotonic() < deadline and helper.poll() is None:
             for d in set(Path(tempfile.gettempdir()).glob(TMP_PREFIX + "*")) - before:
                 try:
-                    if len((d / OWNER_FILE).read_text().split()) == 4:
+                    if len((d / OWNER_FILE).read_text().split()) == 5:
                         owner = d
                 except OSError:
                     continue
             time.sleep(0.1)
         assert owner is not None, helper.stderr.read().decode() if helper.poll() is not None else "no owner file"
-        pid = int((owner / OWNER_FILE).read_text().split()[0])
+        pid, log = (owner / OWNER_FILE).read_text().split()[::4]
         deadline = time.monotonic() + 90
+        pid = int(pid)
         while time.monotonic() < deadline and not any(_cmdline(p).startswith("VLLM::") for p in _group(pid)):
             time.sleep(0.2)
         assert any(_cmdline(p).startswith("VLLM::") for p in _group(pid)), _group(pid)
         assert str(owner) not in _sweep_stale()  # its starter is alive: not touched
+        held = {n for p in _group(pid) for n in _shm_names_held(p)}
     finally:
         helper.kill()
         helper.wait(timeout=10)
@@ -247,3 +263,9 @@ def test_an_engine_whose_test_process_was_killed_is_swept_at_the_next_start(vllm
     assert f"killed {pid}" in done and str(owner) in done, done
     assert _group(pid) == []
     assert not owner.exists()
+    assert not Path(log).exists()
+    left = sorted(n for n in held if (SHM / n).exists())
+    assert left == [], f"/dev/shm segments of the killed engine remain: {left}"
+    # its semaphores (unlinked by the resource tracker it lost): none left that no live process maps
+    sems = {SHM / n for n in set(os.listdir(SHM)) - shm_before if n.startswith("sem.mp-")}
+    assert sorted(sems - _held_by_anyone(sems)) == []

@@ -39,6 +39,7 @@ MODEL_NAME = "tiny-llama"
 MAX_MODEL_LEN = 512
 SHM = Path("/dev/shm")
 DIST_PREFIX = "vllm_dist_"
+MP_SEM_PREFIX = "sem.mp-"  # multiprocessing's named semaphores (spawn context); its resource tracker unlinks them
 HERE = Path(__file__).resolve().parent
 BUILD_SCRIPT = HERE / "build_vllm.sh"
 
@@ -424,7 +425,11 @@ class RunningEngine:
     def _clean(self) -> tuple[list[str], list[str], list[str]]:
         idents = self.dist_idents()
         new_shm = _shm_names() - self._shm_before
-        ours = {n for n in new_shm if n in self._shm_seen or any(n.startswith(i) for i in idents)}
+        ours = {
+            n
+            for n in new_shm
+            if n in self._shm_seen or any(n.startswith(i) for i in idents) or n.startswith(MP_SEM_PREFIX)
+        }
         stray = {Path(tempfile.gettempdir()) / i for i in idents} | {Path("/tmp") / i for i in idents}
         candidates = {SHM / n for n in ours} | {p for p in stray if p.exists()}
         held = _held_by_anyone(candidates)
@@ -463,7 +468,23 @@ def _stop_leftovers() -> None:  # pragma: no cover - only when a test run dies w
 
 
 TMP_PREFIX = "numatop-vllm-"
-OWNER_FILE = ".numatop-owner"  # "<api pid> <its starttime> <starter pid> <its starttime>" in the private TMPDIR
+OWNER_FILE = ".numatop-owner"  # "<api pid> <starttime> <starter pid> <starttime> <log path>" in the private TMPDIR
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return time.time()
+
+
+def _orphan_semaphores(since: float) -> set[Path]:
+    """``sem.mp-*`` made since ``since`` (wall clock): candidates once their makers died.
+
+    glibc's sem_open links the name only after the creator has mapped the file, and every user maps
+    it, so one that no live process maps is garbage (the caller filters by :func:`_held_by_anyone`).
+    """
+    return {SHM / n for n in _shm_names() if n.startswith(MP_SEM_PREFIX) and _mtime(SHM / n) >= since - 1}
 
 
 def _sweep_stale() -> list[str]:
@@ -471,18 +492,24 @@ def _sweep_stale() -> list[str]:
 
     The owner file in each private TMPDIR names the API server and the process that started it. When
     the starter is gone: the engine's process group is killed (SIGKILL; only members started after the
-    API server, so a reused PID is never hit), then its TMPDIR and the /dev/shm entries named after its
-    ``vllm_dist`` id that no live process holds are removed. Returns what it killed and removed.
+    API server, so a reused PID is never hit), then its TMPDIR, its log, and the /dev/shm entries the group held,
+    that are named after its ``vllm_dist`` id, or are multiprocessing semaphores made since it started
+    (its killed resource tracker would have unlinked them) are removed, unless a live process holds them.
+    Returns what it killed and removed.
     """
     done: list[str] = []
     for d in Path(tempfile.gettempdir()).glob(TMP_PREFIX + "*"):
         try:
-            api, api_start, starter, starter_start = map(int, (d / OWNER_FILE).read_text().split())
+            fields = (d / OWNER_FILE).read_text().split(maxsplit=4)
+            api, api_start, starter, starter_start = map(int, fields[:4])
+            log = Path(fields[4].strip()) if len(fields) > 4 else None
         except (OSError, ValueError):
             continue
         if _alive(starter, starter_start):
             continue
         members = {p: st[3] for p, st in _all_stats().items() if st[2] == api and st[3] >= api_start}
+        held = _shm_held_by(list(members))  # multiprocessing's psm_* segments die with them otherwise
+        since = _mtime(d / OWNER_FILE)
         for p in members:
             with contextlib.suppress(OSError):
                 os.kill(p, signal.SIGKILL)
@@ -492,13 +519,18 @@ def _sweep_stale() -> list[str]:
             time.sleep(0.05)
         with contextlib.suppress(OSError):
             idents = [e.name for e in os.scandir(d) if e.name.startswith(DIST_PREFIX)]
-            shm = {SHM / n for n in _shm_names() if any(n.startswith(i) for i in idents)}
+            shm = {SHM / n for n in _shm_names() if n in held or any(n.startswith(i) for i in idents)}
+            shm |= _orphan_semaphores(since)
             for path in shm - _held_by_anyone(shm):
                 with contextlib.suppress(OSError):
                     path.unlink()
                     done.append(str(path))
         shutil.rmtree(d, ignore_errors=True)
         done.append(str(d))
+        if log is not None and log.name.startswith("vllm-tp"):
+            with contextlib.suppress(OSError):
+                log.unlink()
+                done.append(str(log))
     return done
 
 
@@ -602,7 +634,7 @@ def start_engine(
         )
     api_st, own_st = _stat(proc.pid), _stat(os.getpid())
     with contextlib.suppress(OSError):
-        owner = f"{proc.pid} {api_st[3] if api_st else 0} {os.getpid()} {own_st[3] if own_st else 0}\n"
+        owner = f"{proc.pid} {api_st[3] if api_st else 0} {os.getpid()} {own_st[3] if own_st else 0} {log_name}\n"
         (tmpdir / OWNER_FILE).write_text(owner)
     eng = RunningEngine(
         proc=proc,
