@@ -147,19 +147,6 @@ def _engine(args: argparse.Namespace):
     return snap.engine
 
 
-def _engine_model_path(engine) -> str | None:
-    """The engine's model directory from its argv (relative paths against the API server's cwd)."""
-    model = engine.config.model
-    if not model:
-        return None
-    path = Path(model)
-    if not path.is_absolute():
-        root = next((p for p in engine.processes if p.pid == engine.root_pid), None)
-        if root is not None and root.cwd:
-            path = Path(root.cwd) / path
-    return str(path)
-
-
 def run(args: argparse.Namespace) -> int:
     from app.cli import UsageError
     from app.planner import ModelError, PlanConfig, config_from_engine, load_model, make_plan, seed_model, solve
@@ -170,7 +157,9 @@ def run(args: argparse.Namespace) -> int:
         if args.model:
             model = load_model(args.model)
         elif engine is not None:
-            path = _engine_model_path(engine)
+            from app.planbridge import model_path
+
+            path = model_path(engine)
             if path is None:
                 raise UsageError(f"engine {engine.root_pid}: its model path is unknown (give --model DIR)")
             model = load_model(path)
