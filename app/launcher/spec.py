@@ -433,7 +433,7 @@ def capture(pid: int, roots: SysRoots = SysRoots()) -> LaunchSpec:  # noqa: B008
         numactl=numactl,
         cgroups=_cgroups(roots, root),
         cpus_allowed=keep_cpus,
-        vllm_version=vllm_version_near(exe),
+        vllm_version=vllm_version_near(exe, argv, env, cwd),
         _api_key=api_key,
         notes=tuple(notes),
     )
