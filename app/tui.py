@@ -28,6 +28,7 @@ from widgets.help import HelpScreen
 from widgets.memory_history import MemoryHistory
 from widgets.node_memory import NodeMemory
 from widgets.numa_map import NumaMap
+from widgets.palette import proc_name
 from widgets.processes import ProcessTable, ThreadTable
 from widgets.relaunch_view import RelaunchScreen
 
@@ -322,7 +323,7 @@ class NumatopApp(App[None]):
                 if not p.node_bytes:
                     continue
                 parts = " ".join(f"n{n}:{b / 2**30:.1f}G" for n, b in sorted(p.node_bytes.items()) if b)
-                text.append(f"\n  {(p.label or p.comm):<14} {p.policy.text:<12} {parts}")
+                text.append(f"\n  {proc_name(p):<14} {p.policy.text:<12} {parts}")
         self.main.query_one("#engine-bytes", Static).update(text)
 
     def _info_text(self, snap: Snapshot, engine: Engine | None) -> Text:
