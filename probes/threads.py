@@ -2,12 +2,19 @@
 
 ``ThreadReader`` keeps each thread's ``stat`` descriptor open between samples and re-reads it with
 ``os.pread`` (about 4× cheaper than open/read/close), reopening when a thread appears or a read
-fails. CPU% is keyed by (tid, starttime), so a reused TID never inherits another thread's ticks.
+fails. Kept descriptors stay under the soft ``RLIMIT_NOFILE`` (raised toward the hard limit when a
+tree has more threads than it allows); beyond it a thread is read with open/read/close, so no
+thread is ever left out. CPU% is keyed by (tid, starttime), so a reused TID never inherits another thread's ticks.
+A thread that did not run since the previous sample (same ticks, CPU, state, name and affinity)
+gets the previous ``Thread`` object back instead of a new one: most threads of an engine wait
+(gloo, OpenMP helpers), and building a validated model is a third of a thread's cost.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import resource
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +65,34 @@ def parse_stat(text: str) -> StatFields | None:
         return None
 
 
+#: descriptors left for everything else in the process (sockets, files, the terminal)
+RESERVED_FDS = 256
+
+
+def _fd_budget() -> int:
+    """How many thread descriptors may be kept open under the current soft ``RLIMIT_NOFILE``."""
+    try:
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (OSError, ValueError):
+        return 512
+    if soft == resource.RLIM_INFINITY:
+        return 1 << 20
+    return max(0, soft - RESERVED_FDS)
+
+
+def _read_once(path: str) -> bytes | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return os.read(fd, 4096) or None
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
 class ThreadReader:
     """Reads every thread of a set of processes; keeps descriptors and previous ticks between calls."""
 
@@ -66,7 +101,10 @@ class ThreadReader:
         self._proc_s = str(proc)
         self._live = proc == Path("/proc")
         self._fds: dict[int, int] = {}
+        self._fd_budget = _fd_budget()
         self._prev: dict[tuple[int, int], tuple[int, float]] = {}
+        #: tid → (the stat fields a Thread is made of, as read, and that Thread)
+        self._last: dict[int, tuple[tuple[bytes, ...], Thread]] = {}
 
     def close(self) -> None:
         for fd in self._fds.values():
@@ -79,19 +117,41 @@ class ThreadReader:
     def __del__(self) -> None:  # pragma: no cover - best effort
         self.close()
 
-    def _read_stat(self, pid: int, tid: int) -> str | None:
+    def _room_for_descriptor(self) -> bool:
+        """Whether one more descriptor may be kept open. Kept descriptors stay ``RESERVED_FDS`` below
+        the soft ``RLIMIT_NOFILE``; when they reach it the soft limit is raised toward the hard one
+        (the common soft default, 1024, is smaller than a large engine's thread count)."""
+        if len(self._fds) < self._fd_budget:
+            return True
+        try:
+            soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            if hard == resource.RLIM_INFINITY or hard > soft:
+                want = soft + 4096 if hard == resource.RLIM_INFINITY else min(hard, soft + 4096)
+                resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        except (OSError, ValueError):
+            pass
+        self._fd_budget = _fd_budget()
+        return len(self._fds) < self._fd_budget
+
+    def _read_stat(self, pid: int, tid: int) -> bytes | None:
         fd = self._fds.get(tid)
+        path = f"{self._proc_s}/{pid}/task/{tid}/stat"
         for attempt in range(2):
             if fd is None:
+                if not self._room_for_descriptor():
+                    return _read_once(path)  # no descriptor to spare: open, read, close
                 try:
-                    fd = os.open(f"{self._proc_s}/{pid}/task/{tid}/stat", os.O_RDONLY | os.O_CLOEXEC)
-                except OSError:
+                    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                except OSError as exc:
+                    if exc.errno in (errno.EMFILE, errno.ENFILE):
+                        self._fd_budget = len(self._fds)
+                        return _read_once(path)
                     return None
                 self._fds[tid] = fd
             try:
                 data = os.pread(fd, 4096, 0)
                 if data:
-                    return data.decode("utf-8", "replace")
+                    return data
             except OSError:
                 pass
             # thread gone or descriptor stale: reopen once
@@ -133,10 +193,32 @@ class ThreadReader:
         now = time.monotonic()
         out: list[Thread] = []
         for tid in tids:
-            text = self._read_stat(pid, tid)
-            if text is None:
+            data = self._read_stat(pid, tid)
+            if data is None:
                 continue
-            st = parse_stat(text)
+            allowed = self._allowed(pid, tid)
+            rp = data.rfind(b")")
+            fields = data[rp + 1 :].split(None, 37) if rp > 0 else []
+            if len(fields) >= 38:
+                # (name, state, utime, stime, starttime, processor): what a waiting thread keeps
+                sig = (data[: rp + 1], fields[0], fields[11], fields[12], fields[19], fields[36])
+                last = self._last.get(tid)
+                if last is not None and last[0] == sig:
+                    prev_thread = last[1]
+                    if (
+                        prev_thread.cpu_percent == 0.0
+                        and prev_thread.allowed_cpus == allowed
+                        and prev_thread.node == cpu_node.get(prev_thread.cpu)  # type: ignore[arg-type]
+                    ):
+                        self._prev[(tid, prev_thread.starttime)] = (
+                            prev_thread.utime_ticks + prev_thread.stime_ticks,
+                            now,
+                        )
+                        out.append(prev_thread)
+                        continue
+            else:
+                sig = None
+            st = parse_stat(data.decode("utf-8", "replace"))
             if st is None:
                 problems.add(f"garbled: {tdir}/{tid}/stat")
                 continue
@@ -147,20 +229,21 @@ class ThreadReader:
             if prev is not None and now > prev[1]:
                 pct = max(0.0, (ticks - prev[0]) / CLK_TCK / (now - prev[1]) * 100.0)
             self._prev[key] = (ticks, now)
-            out.append(
-                Thread(
-                    tid=tid,
-                    comm=st.comm,
-                    state=st.state,
-                    cpu=st.processor,
-                    node=cpu_node.get(st.processor) if st.processor is not None else None,
-                    allowed_cpus=self._allowed(pid, tid),
-                    utime_ticks=st.utime,
-                    stime_ticks=st.stime,
-                    starttime=st.starttime,
-                    cpu_percent=round(pct, 1) if pct is not None else None,
-                )
+            thread = Thread(
+                tid=tid,
+                comm=st.comm,
+                state=st.state,
+                cpu=st.processor,
+                node=cpu_node.get(st.processor) if st.processor is not None else None,
+                allowed_cpus=allowed,
+                utime_ticks=st.utime,
+                stime_ticks=st.stime,
+                starttime=st.starttime,
+                cpu_percent=round(pct, 1) if pct is not None else None,
             )
+            if sig is not None:
+                self._last[tid] = (sig, thread)
+            out.append(thread)
         return out
 
     def forget_missing(self, alive_tids: set[int]) -> None:
@@ -171,3 +254,4 @@ class ThreadReader:
             except OSError:
                 pass
         self._prev = {k: v for k, v in self._prev.items() if k[0] in alive_tids}
+        self._last = {k: v for k, v in self._last.items() if k in alive_tids}
