@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from probes.cgroup import cgroup_path, read_cgroup
-from probes.models import Cgroup, Engine, EngineConfig, NumaMaps, Process, Role
+from probes.models import Cgroup, Engine, EngineConfig, NumaMaps, Process, Role, Thread
 from probes.numa_maps import read_numa_maps
 from probes.process import (
+    ProcBasics,
     children_map,
     list_pids,
     read_basics,
@@ -24,6 +27,9 @@ from probes.secrets import mask_argv
 from probes.textio import Problems
 from probes.threads import ThreadReader
 from probes.vllm import SHELLS, RoleInfo, classify, engine_config, vllm_version_near
+
+#: one sample stops reading numa_maps once its reads took this long (the rest wait for later samples)
+NUMA_MAPS_SAMPLE_BUDGET = 0.25
 
 
 class NoSuchProcess(LookupError):
@@ -129,6 +135,15 @@ def _descendants(root: int, kids: dict[int, list[int]]) -> list[int]:
     return out
 
 
+def _last_pid(proc: Path) -> int | None:
+    """The most recently created PID on the machine (``/proc/loadavg``'s last field), or None."""
+    try:
+        with open(f"{proc}/loadavg", "rb") as fh:
+            return int(fh.read().split()[-1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _statm_resident(proc: Path, pid: int) -> int | None:
     try:
         with open(f"{proc}/{pid}/statm", "rb") as fh:
@@ -164,24 +179,42 @@ class _Static:
 class EngineReader:
     """Reads one engine tree repeatedly; keeps thread descriptors and numa_maps results between reads.
 
-    Reading ``numa_maps`` is the costly part of a sample (the kernel walks page tables, ~40 ns per
-    resident page), so a previous read is reused while it is provably current: the process's
-    resident page count (``statm``) has not changed and the kernel has migrated no page between
-    nodes (``/proc/vmstat``). ``numa_maps_max_age`` caps how long a read may be reused even then;
-    0 forces a read of every process.
+    Reading ``numa_maps`` is the costly part of a sample (the kernel walks page tables, ~40–70 ns
+    per resident page), so a previous read is reused while it is provably current: the process's
+    resident page count (``statm``) and the pages the kernel migrated between nodes since that read
+    (``/proc/vmstat``) add up to at most ``numa_maps_tolerance`` × its resident pages (0: exactly
+    unchanged). Per-node bytes are then off by at most that much. ``numa_maps_max_age`` caps how
+    long a read may be reused even then; 0 forces a read of every process.
 
-    The set of processes in the tree is rescanned every ``tree_rescan`` seconds (scanning means
-    reading every process's ``stat`` on the machine), and at once when a known process vanishes.
+    With ``numa_maps_cost_factor`` F > 0, re-reads are throttled by their cost, for the whole tree:
+    after reads that took ``c`` seconds, no process whose memory changed is re-read for ``c × F``
+    seconds (≤ 1/F of a core), and none that merely reached the maximum age for ``c ×
+    numa_maps_idle_factor`` seconds; the stalest are read first, and one sample stops reading
+    after ``NUMA_MAPS_SAMPLE_BUDGET`` seconds. A process seen for the first time is always read.
+
+    The set of processes in the tree is rescanned (reading every process's ``stat`` on the machine)
+    at most every ``tree_rescan`` seconds, and only when a process or thread was created on the
+    machine since the last scan (``/proc/loadavg``'s last PID moved); at once when a known
+    process vanishes.
+    ``clock`` (monotonic seconds) is what the cadence is measured with; benchmarks pass a fake one.
     """
 
-    def __init__(self, roots: SysRoots, pid: int, *, tree_rescan: float = 2.0) -> None:
+    def __init__(
+        self, roots: SysRoots, pid: int, *, tree_rescan: float = 2.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.roots = roots
         self.attach_pid = pid
         self.threads = ThreadReader(roots.proc)
         self.tree_rescan = tree_rescan
+        self.clock = clock
+        #: (pid, starttime) → (read at, resident pages then, migrations then, parsed numa_maps)
         self._numa: dict[tuple[int, int], tuple[float, int | None, int, NumaMaps]] = {}
+        #: before these (clock) times, changed / merely old numa_maps are not re-read (throttle)
+        self._quiet_changed_until = float("-inf")
+        self._quiet_aged_until = float("-inf")
         self._config: tuple[int, int, EngineConfig] | None = None
         self._tree: tuple[float, int, list[int]] | None = None
+        self._tree_last_pid: int | None = None
         self.last_numa_maps_seconds = 0.0
         self.numa_maps_reads = 0
         self.numa_maps_reused = 0
@@ -221,10 +254,14 @@ class EngineReader:
 
     def _scan_tree(self, now: float) -> tuple[int, list[int]]:
         proc = self.roots.proc
+        last_pid = _last_pid(proc)
         if self._tree is not None:
             at, root, tree = self._tree
-            if now - at < self.tree_rescan and all((proc / str(p)).is_dir() for p in tree):
+            # no process (or thread) was created on the machine since the scan: the tree is the same
+            unchanged = last_pid is not None and last_pid == self._tree_last_pid
+            if (unchanged or now - at < self.tree_rescan) and all(os.path.isdir(f"{proc}/{p}") for p in tree):
                 return root, tree
+        self._tree_last_pid = last_pid
         pids = list_pids(proc)
         ppids = _ppid_map(proc, pids)
         root = find_root(self.roots, self.attach_pid, ppids)
@@ -251,27 +288,37 @@ class EngineReader:
         return cfg
 
     def read(
-        self, cpu_node: dict[int, int], *, numa_maps_max_age: float = 0.0, numa_maps_cost_factor: float = 0.0
+        self,
+        cpu_node: dict[int, int],
+        *,
+        numa_maps_max_age: float = 0.0,
+        numa_maps_cost_factor: float = 0.0,
+        numa_maps_tolerance: float = 0.0,
+        numa_maps_idle_factor: float | None = None,
     ) -> Engine:
         """Read the whole tree the attach PID belongs to. Raises NoSuchProcess when it is gone.
 
         ``numa_maps_cost_factor`` makes the numa_maps cadence cost-aware: a process whose last read
-        took ``r`` seconds is not read again sooner than ``r × factor`` seconds, even while its
-        memory changes (a 30 GiB worker loading weights costs ~0.3 s per read; factor 20 keeps
-        that under 5% of a core). 0 turns the back-off off.
+        took ``r`` seconds is not read again sooner than ``r × factor`` seconds, and the reads of the
+        whole tree use at most about 1/factor of a core (a 30 GiB worker loading weights costs ~0.3 s
+        per read; factor 20 keeps that under 5% of a core). ``numa_maps_idle_factor`` (default: the
+        same) throttles the re-reads of processes whose memory did not change, which only refresh
+        reads older than ``numa_maps_max_age``. 0 turns the back-off off.
         """
         proc = self.roots.proc
         if not (proc / str(self.attach_pid)).is_dir():
             raise NoSuchProcess(self.attach_pid)
-        now = time.monotonic()
+        now = self.clock()
         root, tree = self._scan_tree(now)
         migrations = _migrations(proc) if numa_maps_max_age > 0 else -1
-        processes: list[Process] = []
-        cgroups: dict[str, Cgroup | None] = {}
+        idle_factor = numa_maps_cost_factor if numa_maps_idle_factor is None else numa_maps_idle_factor
+        seen: list[tuple[int, ProcBasics, _Static, list[Thread], Problems, int | None]] = []
         alive_tids: set[int] = set()
-        numa_cost = 0.0
         root_start = 0
         is_vllm = False
+        # (priority, read at, index in seen): 0 = never read, 1 = memory changed, 2 = reached the max age
+        due: list[tuple[int, float, int]] = []
+        numa: dict[int, NumaMaps | None] = {}
         for pid in tree:
             problems = Problems()
             b = read_basics(proc, pid)
@@ -281,36 +328,55 @@ class EngineReader:
             if pid == root:
                 root_start = b.starttime
             static = self._static_info(pid, b.starttime, b.cmdline, b.comm, pid == root, b.uid)
-            info = static.role
-            is_vllm = is_vllm or info.role != Role.OTHER
+            is_vllm = is_vllm or static.role.role != Role.OTHER
             threads = self.threads.read(pid, cpu_node, problems)
             alive_tids.update(t.tid for t in threads)
-            key = (pid, b.starttime)
-            cached = self._numa.get(key)
-            nm: NumaMaps | None
             resident = _statm_resident(proc, pid) if numa_maps_max_age > 0 else None
-            if (
-                cached is not None
-                and now - cached[0] <= numa_maps_max_age
-                and resident is not None
-                and resident == cached[1]
+            index = len(seen)
+            seen.append((pid, b, static, threads, problems, resident))
+            cached = self._numa.get((pid, b.starttime))
+            if cached is None:
+                due.append((0, float("-inf"), index))
+                continue
+            read_at, then_resident, then_migrations, nm = cached
+            numa[index] = nm
+            unchanged = (
+                resident is not None
+                and then_resident is not None
                 and migrations >= 0
-                and migrations == cached[2]
-            ) or (
-                cached is not None
-                and numa_maps_cost_factor > 0
-                and now - cached[0] < cached[3].read_seconds * numa_maps_cost_factor
-            ):
-                nm = cached[3]
+                and then_migrations >= 0
+                and abs(resident - then_resident) + abs(migrations - then_migrations)
+                <= (max(256, int(numa_maps_tolerance * then_resident)) if numa_maps_tolerance > 0 else 0)
+            )
+            if unchanged and now - read_at <= numa_maps_max_age:
                 self.numa_maps_reused += 1
-            else:
-                nm = read_numa_maps(proc, pid, problems)
-                self.numa_maps_reads += 1
-                if nm is not None:
-                    self._numa[key] = (now, resident, migrations, nm)
-                    numa_cost += nm.read_seconds
-                elif cached is not None:
-                    nm = cached[3]
+                continue
+            if numa_maps_cost_factor > 0 and now - read_at < nm.read_seconds * numa_maps_cost_factor:
+                self.numa_maps_reused += 1  # this process's own back-off
+                continue
+            due.append((2 if unchanged else 1, read_at, index))
+        numa_cost = 0.0
+        for priority, _, index in sorted(due):
+            pid, b, _static, _threads, problems, resident = seen[index]
+            if priority and numa_maps_cost_factor > 0:
+                quiet_until = self._quiet_changed_until if priority == 1 else self._quiet_aged_until
+                if now < quiet_until or numa_cost >= NUMA_MAPS_SAMPLE_BUDGET:
+                    self.numa_maps_reused += 1  # throttled: the whole tree's reads stay within budget
+                    continue
+            nm = read_numa_maps(proc, pid, problems)
+            self.numa_maps_reads += 1
+            if nm is not None:
+                self._numa[(pid, b.starttime)] = (now, resident, migrations, nm)
+                numa_cost += nm.read_seconds
+                numa[index] = nm
+        if numa_cost > 0 and numa_maps_cost_factor > 0:
+            self._quiet_changed_until = now + numa_cost * numa_maps_cost_factor
+            self._quiet_aged_until = now + numa_cost * idle_factor
+        processes: list[Process] = []
+        cgroups: dict[str, Cgroup | None] = {}
+        for index, (pid, b, static, threads, problems, _resident) in enumerate(seen):
+            info = static.role
+            nm = numa.get(index)
             if static.cgroup_key not in cgroups:
                 cgroups[static.cgroup_key] = read_cgroup(self.roots, pid, Problems())
             cg = cgroups[static.cgroup_key]

@@ -135,12 +135,34 @@ def user_name(uid: int | None) -> str | None:
         return str(uid)
 
 
+def _ppid_of(path: str) -> int | None:
+    """The parent PID field of a ``stat`` file (None when unreadable or garbled)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        data = os.read(fd, 4096)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    # fields after the comm, which is in parentheses and may contain anything
+    rest = data[data.rfind(b")") + 1 :].split(None, 2)
+    if len(rest) < 3 or data.find(b"(") < 0:
+        return None
+    try:
+        return int(rest[1])
+    except ValueError:
+        return None
+
+
 def children_map(proc: Path, pids: list[int] | None = None) -> dict[int, list[int]]:
-    """ppid → children for every process (one pass over /proc/*/stat)."""
+    """ppid → children for every process (one pass over /proc/*/stat, reading only the ppid)."""
     out: dict[int, list[int]] = {}
+    base = str(proc)
     for pid in pids if pids is not None else list_pids(proc):
-        text = read_text(proc / str(pid) / "stat", quiet_missing=True)
-        st = parse_stat(text) if text else None
-        if st is not None and st.ppid is not None:
-            out.setdefault(st.ppid, []).append(pid)
+        ppid = _ppid_of(f"{base}/{pid}/stat")
+        if ppid is not None:
+            out.setdefault(ppid, []).append(pid)
     return out

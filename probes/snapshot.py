@@ -27,10 +27,22 @@ def host_name(roots: SysRoots) -> str:
 #: how long a process's numa_maps may be reused while statm and vmstat say it is unchanged;
 #: the TUI's sampler and the Prometheus exporter both sample with this rule
 NUMA_MAPS_MAX_AGE = 30.0
-#: and a read that took r seconds is not repeated within r × this factor (≤ 5% of a core per process)
+#: "unchanged" allows this fraction of the process's resident pages to have come, gone or been
+#: migrated since the read (at least 1 MiB): a live engine's RSS moves a little every second, and
+#: without slack every sample would re-walk every page table. Per-node bytes stay within 1%.
+NUMA_MAPS_TOLERANCE = 0.01
+#: a read that took r seconds is not repeated within r × this factor, and the tree's reads of
+#: changed memory use ≤ 1/20 = 5% of a core
 NUMA_MAPS_COST_FACTOR = 20.0
+#: and the safety-net re-reads of unchanged memory (older than the max age) use ≤ 1% of a core
+NUMA_MAPS_IDLE_FACTOR = 100.0
 #: the sampling cadence rule shared by the TUI's sampler and the exporter
-CADENCE = {"numa_maps_max_age": NUMA_MAPS_MAX_AGE, "numa_maps_cost_factor": NUMA_MAPS_COST_FACTOR}
+CADENCE = {
+    "numa_maps_max_age": NUMA_MAPS_MAX_AGE,
+    "numa_maps_cost_factor": NUMA_MAPS_COST_FACTOR,
+    "numa_maps_tolerance": NUMA_MAPS_TOLERANCE,
+    "numa_maps_idle_factor": NUMA_MAPS_IDLE_FACTOR,
+}
 
 
 class SnapshotReader:
@@ -61,6 +73,8 @@ class SnapshotReader:
         *,
         numa_maps_max_age: float = 0.0,
         numa_maps_cost_factor: float = 0.0,
+        numa_maps_tolerance: float = 0.0,
+        numa_maps_idle_factor: float | None = None,
         late_seconds: float = 0.0,
         oom_kills: tuple = (),
     ) -> Snapshot:
@@ -78,6 +92,8 @@ class SnapshotReader:
                     topo.cpu_to_node(),
                     numa_maps_max_age=numa_maps_max_age,
                     numa_maps_cost_factor=numa_maps_cost_factor,
+                    numa_maps_tolerance=numa_maps_tolerance,
+                    numa_maps_idle_factor=numa_maps_idle_factor,
                 )
             except NoSuchProcess as exc:
                 degraded.append(f"process {exc.args[0]} exited")
