@@ -164,6 +164,8 @@ class Guest:
     def boot(self, timeout: float = BOOT_TIMEOUT) -> float:
         """Start QEMU and wait until the guest serves commands; returns the boot time in seconds."""
         self.share.mkdir(parents=True, exist_ok=True)
+        # the guest mounts a fresh /tmp: a checkout living under /tmp is bound back by its init
+        (self.share / "keep").write_text(f"{REPO}\n")
         t0 = time.monotonic()
         self.proc = subprocess.Popen(
             self.qemu_command(),

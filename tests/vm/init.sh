@@ -41,6 +41,15 @@ mount -t tmpfs -o mode=755 tmpfs $R/run
 mount -t cgroup2 cgroup2 $R/sys/fs/cgroup 2>/dev/null
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 vmshare $R/vmshare || die "mount vmshare"
 S=$R/vmshare
+# host paths under /tmp the commands need (a checkout cloned there): the fresh /tmp hides them,
+# so bind them back from the read-only host root
+if [ -f $S/keep ]; then
+	for p in $(cat $S/keep); do
+		case "$p" in
+		/tmp/*) mkdir -p "$R$p" && mount -o bind "/lower$p" "$R$p" || die "bind $p" ;;
+		esac
+	done
+fi
 ip link set lo up 2>/dev/null
 # the command environment: the host's own PATH order, root's home, a UTF-8 locale
 ENV="PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 TERM=dumb"
