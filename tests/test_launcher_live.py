@@ -59,11 +59,17 @@ def test_relaunch_a_live_tree_end_to_end(fake_vllm, journal, tmp_path):
     port = free_port()
     env = {"HF_TOKEN": SECRET, "TMPDIR": str(fake_vllm.root), "FAKE_DIST_DIR": str(fake_vllm.root)}
     proc = fake_vllm.start(port, env=env, args=("--api-key", API_KEY))
-    time.sleep(0.5)  # the worker and its FileStore
+    # wait for the worker and its FileStore (seconds on a loaded 2-core machine)
+    deadline = time.monotonic() + 20
+    while True:
+        old_tree = LiveSystem().tree(proc.pid)
+        old_leftovers = LiveSystem(tmp=fake_vllm.root).leftovers(old_tree, str(fake_vllm.root))
+        ready = len(old_tree) == 3 and any("vllm_dist_" in p for p in old_leftovers)
+        if ready or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     old = capture(proc.pid)
-    old_tree = LiveSystem().tree(proc.pid)
     assert [r.label for r in old_tree] == ["api_server", "EngineCore", "Worker"]
-    old_leftovers = LiveSystem(tmp=fake_vllm.root).leftovers(LiveSystem().tree(proc.pid), str(fake_vllm.root))
     assert any("psm_fake_" in p for p in old_leftovers) and any("vllm_dist_" in p for p in old_leftovers)
     assert any(stat.S_ISSOCK(os.stat(p).st_mode) for p in old_leftovers)  # its ipc socket file
     new = old.with_plan(SimpleNamespace(tp=2, bind="0", kv_gib=2))
