@@ -143,16 +143,17 @@ def test_relaunch_tp1_to_tp2_drains_binds_verifies_and_leaves_nothing(vllm_engin
         assert any(p.startswith("/dev/shm/") for p in old_left), old_left
         # long generations in flight when the relaunch starts
         results: list[tuple[int, dict, float]] = []
-        # 8 × 16 sequences of 480 tokens: 6-40 s here depending on load, well over the ~1 s the CLI
-        # takes to start, read the engine and plan before it drains
-        payload = {"model": eng.model, "prompt": "Once upon a time", "max_tokens": 480, "n": 16}
+        # 12 × 24 sequences of 480 tokens: 15-90 s here depending on load (8 × 16 finished before a
+        # quiet CI run's CLI had started, read the engine and planned: 6 s), well over what the CLI
+        # takes to get to its drain
+        payload = {"model": eng.model, "prompt": "Once upon a time", "max_tokens": 480, "n": 24}
         payload |= {"ignore_eos": True, "temperature": 1.0}
 
         def generate() -> None:
             status, body = post(eng.port, payload)
             results.append((status, body, time.time()))
 
-        threads = [threading.Thread(target=generate) for _ in range(8)]
+        threads = [threading.Thread(target=generate) for _ in range(12)]
         t_gen = time.monotonic()
         for t in threads:
             t.start()
@@ -176,8 +177,8 @@ def test_relaunch_tp1_to_tp2_drains_binds_verifies_and_leaves_nothing(vllm_engin
             steps = {s["name"]: s for s in doc["steps"]}
             # drain waited for the generations, which all finished, before the stop began
             assert "waited" in steps["drain"]["message"], steps["drain"]
-            assert len(results) == 8 and all(s == 200 for s, _, _ in results)
-            assert all(b["usage"]["completion_tokens"] == 16 * 480 for _, b, _ in results)
+            assert len(results) == 12 and all(s == 200 for s, _, _ in results)
+            assert all(b["usage"]["completion_tokens"] == 24 * 480 for _, b, _ in results)
             drain_done = next(r["ts"] for r in journal_records(state) if r.get("name") == "drain")
             assert max(at for _, _, at in results) <= drain_done + 0.01
             # the new tree: two workers bound as planned, answering
