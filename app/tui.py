@@ -35,6 +35,19 @@ from widgets.relaunch_view import RelaunchScreen
 INTERVALS = (0.5, 1.0, 2.0, 5.0, 10.0)
 
 
+def _set(widget: Static, text: Text) -> None:
+    """Update a one- or two-line Static: skip an unchanged text, re-layout only when its line count changes."""
+    last: Text | None = getattr(widget, "_numatop_last", None)
+    if last == text:
+        return
+    widget._numatop_last = text  # type: ignore[attr-defined]
+    # same text length, same lines: it wraps the same, so its height cannot change
+    widget.update(
+        text,
+        layout=last is None or len(last.plain) != len(text.plain) or last.plain.count("\n") != text.plain.count("\n"),
+    )
+
+
 class SampleArrived(Message):
     def __init__(self, snapshot: Snapshot, plan: Any, plan_problem: str | None, note: str | None) -> None:
         super().__init__()
@@ -278,7 +291,7 @@ class NumatopApp(App[None]):
         if snap is None:
             return
         engine = st.engine
-        self.main.query_one("#info", Static).update(self._info_text(snap, engine))
+        _set(self.main.query_one("#info", Static), self._info_text(snap, engine))
         self._status()
         oom_nodes = {f.node for f in st.findings if f.code == "will-oom" and f.node is not None}
         self.main.query_one(NumaMap).show(snap, engine if st.engine_alive else None)
@@ -384,7 +397,7 @@ class NumatopApp(App[None]):
             if i:
                 text.append(" · ", style="dim")
             text.append(p, style=style)
-        status.update(text)
+        _set(status, text)
         status.set_class(alert, "alert")
 
     # -- actions ---------------------------------------------------------------------------

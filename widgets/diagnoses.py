@@ -21,7 +21,7 @@ class Diagnoses(Static):
     def show(self, findings: Sequence[Finding], empty: str = "no findings: every rank fits its node") -> None:
         self.findings = list(findings)
         if not findings:
-            self.update(Text("✓ " + empty, style="green"))
+            self._set(Text("✓ " + empty, style="green"))
             return
         text = Text()
         for i, f in enumerate(findings):
@@ -29,4 +29,16 @@ class Diagnoses(Static):
                 text.append("\n")
             text.append(f"{SEVERITY_MARK[f.severity]} ", style=SEVERITY_STYLE[f.severity])
             text.append(f.text, style="bold" if f.severity == "critical" else "")
-        self.update(text)
+        self._set(text)
+
+    def _set(self, text: Text) -> None:
+        """Update only when the findings changed; re-layout only when their line count did."""
+        last: Text | None = getattr(self, "_last", None)
+        if last == text:
+            return
+        self._last = text
+        # same length and lines: it wraps the same, its height cannot change
+        same = (
+            last is not None and len(last.plain) == len(text.plain) and last.plain.count("\n") == text.plain.count("\n")
+        )
+        self.update(text, layout=not same)

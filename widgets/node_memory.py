@@ -44,7 +44,19 @@ class NodeMemory(Widget):
     def show(self, snapshot: Snapshot | None, engine: Engine | None, oom_nodes: set[int] | None = None) -> None:
         self.snapshot, self.engine = snapshot, engine
         self.oom_nodes = set(oom_nodes or ())
-        self.refresh(layout=True)
+        self._redraw_if_changed()
+
+    def _redraw_if_changed(self) -> None:
+        width = self.size.width - 2
+        if width <= 0:
+            self.refresh(layout=True)
+            return
+        lines = self._lines(width)
+        last = getattr(self, "_last_lines", None)
+        if last == lines:
+            return
+        self._last_lines = lines
+        self.refresh(layout=last is None or len(last) != len(lines))
 
     def get_content_height(self, container, viewport, width: int) -> int:
         return max(1, len(self._lines(max(20, width))))

@@ -49,7 +49,7 @@ class NumaMap(Widget):
     NumaMap { height: auto; min-height: 3; padding: 0 1; }
     """
 
-    show_distances: reactive[bool] = reactive(False, layout=True)
+    show_distances: reactive[bool] = reactive(False)
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -57,9 +57,28 @@ class NumaMap(Widget):
         self.engine: Engine | None = None
 
     def show(self, snapshot: Snapshot | None, engine: Engine | None) -> None:
-        """Render this snapshot (``engine`` may be the last one seen after it exited)."""
+        """Render this snapshot (``engine`` may be the last one seen after it exited).
+
+        Nothing is redrawn when the picture did not change, and the layout is only recomputed
+        when the number of lines did: at 1 Hz most samples change a few cells at most.
+        """
         self.snapshot, self.engine = snapshot, engine
-        self.refresh(layout=True)
+        self._redraw_if_changed()
+
+    def watch_show_distances(self) -> None:
+        self._redraw_if_changed()
+
+    def _redraw_if_changed(self) -> None:
+        width = self.size.width - 2
+        if width <= 0:
+            self.refresh(layout=True)
+            return
+        lines = self._lines(width)
+        last = getattr(self, "_last_lines", None)
+        if last == lines:
+            return
+        self._last_lines = lines
+        self.refresh(layout=last is None or len(last) != len(lines))
 
     def get_content_height(self, container, viewport, width: int) -> int:
         return max(1, len(self._lines(max(10, width))))
