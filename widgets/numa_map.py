@@ -73,18 +73,22 @@ class NumaMap(Widget):
         if width <= 0:
             self.refresh(layout=True)
             return
-        lines = self._lines(width)
+        lines = self._lines(max(10, width))
         last = getattr(self, "_last_lines", None)
-        if last == lines:
+        if last == lines and getattr(self, "_last_width", None) == max(10, width):
             return
-        self._last_lines = lines
+        self._last_lines, self._last_width = lines, max(10, width)
         self.refresh(layout=last is None or len(last) != len(lines))
 
     def get_content_height(self, container, viewport, width: int) -> int:
         return max(1, len(self._lines(max(10, width))))
 
     def render(self) -> Text:
-        return Text("\n").join(self._lines(max(10, self.size.width - 2)))
+        width = max(10, self.size.width - 2)
+        cached = getattr(self, "_last_lines", None)
+        if cached is not None and getattr(self, "_last_width", None) == width:
+            return Text("\n").join(cached)
+        return Text("\n").join(self._lines(width))
 
     # -- drawing -------------------------------------------------------------------------
 
@@ -139,20 +143,28 @@ class NumaMap(Widget):
         if not cpus:
             line.append("(memory only)".ljust(cells_w), style="dim italic")
         else:
+            # cells with the same style are appended as one run: far fewer spans to paint
+            run, run_style = "", ""
             for i in range(0, len(cpus), per_cell):
                 group = cpus[i : i + per_cell]
                 live = [c for c in group if c in online]
                 if not live:
-                    line.append("×", style="grey35")
-                    continue
-                loads = [busy[c] for c in live if c in busy]
-                load = max(loads) if loads else None
-                owner = next((owners[c] for c in live if c in owners), None)
-                bg = next((b for lim, b in LOAD_BG if load is not None and load >= lim), "")
-                if owner is not None:
-                    line.append(owner[0], style=f"bold {owner[1]} {bg}".strip())
+                    ch, style = "×", "grey35"
                 else:
-                    line.append(load_glyph(load), style=load_style(load))
+                    loads = [busy[c] for c in live if c in busy]
+                    load = max(loads) if loads else None
+                    owner = next((owners[c] for c in live if c in owners), None)
+                    if owner is not None:
+                        bg = next((b for lim, b in LOAD_BG if load is not None and load >= lim), "")
+                        ch, style = owner[0], f"bold {owner[1]} {bg}".strip()
+                    else:
+                        ch, style = load_glyph(load), load_style(load)
+                if style != run_style and run:
+                    line.append(run, style=run_style)
+                    run = ""
+                run, run_style = run + ch, style
+            if run:
+                line.append(run, style=run_style)
             line.append(" " * max(0, min(cells_w, math.ceil(most / per_cell)) - math.ceil(len(cpus) / per_cell)))
         line.append(" ")
         fill = node_fill(n)
