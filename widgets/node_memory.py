@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from rich.text import Text
-from textual.widget import Widget
 
 from probes.models import Engine, Role, Snapshot
+from widgets.lineview import LineView
 from widgets.palette import gib, proc_char, proc_colour, proc_name
 
 NEARLY_FULL = 0.05
@@ -24,7 +24,7 @@ def engine_share(engine: Engine | None) -> dict[int, list[tuple[str, str, str, i
     return out
 
 
-class NodeMemory(Widget):
+class NodeMemory(LineView):
     """A bar per node: the engine's ranks (their character and colour), other used, free.
 
     Marks: ``OOM`` when the planner says a strictly bound rank on the node will not fit,
@@ -44,30 +44,15 @@ class NodeMemory(Widget):
     def show(self, snapshot: Snapshot | None, engine: Engine | None, oom_nodes: set[int] | None = None) -> None:
         self.snapshot, self.engine = snapshot, engine
         self.oom_nodes = set(oom_nodes or ())
-        self._redraw_if_changed()
+        self.update_lines()
 
-    def _redraw_if_changed(self) -> None:
-        width = self.size.width - 2
-        if width <= 0:
-            self.refresh(layout=True)
-            return
-        lines = self._lines(width)
-        last = getattr(self, "_last_lines", None)
-        if last == lines:
-            return
-        self._last_lines = lines
-        self.refresh(layout=last is None or len(last) != len(lines))
-
-    def get_content_height(self, container, viewport, width: int) -> int:
-        return max(1, len(self._lines(max(20, width))))
-
-    def render(self) -> Text:
-        return Text("\n").join(self._lines(max(20, self.size.width - 2)))
+    def compute_lines(self, width: int) -> list[Text]:
+        return self._lines(max(20, width))
 
     def _lines(self, width: int) -> list[Text]:
         snap = self.snapshot
         if snap is None:
-            return [Text("waiting for the first sample…", style="dim")]
+            return [Text("waiting for the first sample…", style="grey50")]
         nodes = [n for n in snap.topology.nodes if n.memory is not None]
         if not nodes:
             return [Text("no per-node meminfo in sysfs", style="yellow")]
@@ -122,6 +107,6 @@ class NodeMemory(Widget):
                 lines.append(legend)
                 legend = Text()
             legend.append(ch, style=style)
-            legend.append(f" {name}  ", style="dim")
+            legend.append(f" {name}  ", style="grey50")
         lines.append(legend)
         return lines

@@ -6,9 +6,9 @@ import math
 
 from rich.text import Text
 from textual.reactive import reactive
-from textual.widget import Widget
 
 from probes.models import Engine, Node, Snapshot
+from widgets.lineview import LineView
 from widgets.palette import load_glyph, load_style, proc_char, proc_colour
 
 LOAD_BG = ((85.0, "on red3"), (50.0, "on dark_orange3"), (10.0, "on grey30"), (0.0, ""))
@@ -37,7 +37,7 @@ def node_fill(node: Node) -> float | None:
     return 100.0 * (m.total_bytes - m.free_bytes) / m.total_bytes
 
 
-class NumaMap(Widget):
+class NumaMap(LineView):
     """Sockets, their nodes and each node's CPUs. ``d`` (bound by the app) toggles the distance table.
 
     A cell is the rank character (``0``… for workers, ``E`` engine core, ``A`` API server) when
@@ -63,39 +63,20 @@ class NumaMap(Widget):
         when the number of lines did: at 1 Hz most samples change a few cells at most.
         """
         self.snapshot, self.engine = snapshot, engine
-        self._redraw_if_changed()
+        self.update_lines()
 
     def watch_show_distances(self) -> None:
-        self._redraw_if_changed()
+        self.update_lines()
 
-    def _redraw_if_changed(self) -> None:
-        width = self.size.width - 2
-        if width <= 0:
-            self.refresh(layout=True)
-            return
-        lines = self._lines(max(10, width))
-        last = getattr(self, "_last_lines", None)
-        if last == lines and getattr(self, "_last_width", None) == max(10, width):
-            return
-        self._last_lines, self._last_width = lines, max(10, width)
-        self.refresh(layout=last is None or len(last) != len(lines))
-
-    def get_content_height(self, container, viewport, width: int) -> int:
-        return max(1, len(self._lines(max(10, width))))
-
-    def render(self) -> Text:
-        width = max(10, self.size.width - 2)
-        cached = getattr(self, "_last_lines", None)
-        if cached is not None and getattr(self, "_last_width", None) == width:
-            return Text("\n").join(cached)
-        return Text("\n").join(self._lines(width))
+    def compute_lines(self, width: int) -> list[Text]:
+        return self._lines(max(10, width))
 
     # -- drawing -------------------------------------------------------------------------
 
     def _lines(self, width: int) -> list[Text]:
         snap = self.snapshot
         if snap is None:
-            return [Text("waiting for the first sample…", style="dim")]
+            return [Text("waiting for the first sample…", style="grey50")]
         topo = snap.topology
         if not topo.nodes:
             cpus = len(topo.cpus_online)
@@ -120,11 +101,11 @@ class NumaMap(Widget):
             if multi:
                 title = f"socket {pkg}" if pkg is not None else "no CPUs"
                 extra = f"  (1 cell = {per_cell} CPUs)" if per_cell > 1 and not lines else ""
-                lines.append(Text(title + extra, style="bold dim"))
+                lines.append(Text(title + extra, style="bold grey58"))
             for n in sorted(nodes, key=lambda x: x.id):
                 lines.append(self._node_line(n, label_w, per_cell, owners, busy, cells_w, most))
         if per_cell > 1 and not multi:
-            lines.insert(0, Text(f"(1 cell = {per_cell} CPUs)", style="dim"))
+            lines.insert(0, Text(f"(1 cell = {per_cell} CPUs)", style="grey50"))
         return lines
 
     def _node_line(
@@ -141,7 +122,7 @@ class NumaMap(Widget):
         cpus = list(n.cpulist_all or n.cpus)
         online = set(n.cpus)
         if not cpus:
-            line.append("(memory only)".ljust(cells_w), style="dim italic")
+            line.append("(memory only)".ljust(cells_w), style="italic grey50")
         else:
             # cells with the same style are appended as one run: far fewer spans to paint
             run, run_style = "", ""
@@ -169,7 +150,7 @@ class NumaMap(Widget):
         line.append(" ")
         fill = node_fill(n)
         if fill is None:
-            line.append("   ? ", style="dim")
+            line.append("   ? ", style="grey50")
         else:
             style = "bold red" if fill >= 95 else "yellow" if fill >= 85 else "green"
             line.append(f"{fill:4.0f}%", style=style)
@@ -189,5 +170,5 @@ class NumaMap(Widget):
                 style = "green" if d == 10 else "yellow" if d is not None and d <= 15 else "red"
                 row.append(("?" if d is None else str(d)).rjust(w), style=style)
             lines.append(row)
-        lines.append(Text("10 local · ≤15 same socket · >15 remote (numactl --hardware)", style="dim"))
+        lines.append(Text("10 local · ≤15 same socket · >15 remote (numactl --hardware)", style="grey50"))
         return lines
