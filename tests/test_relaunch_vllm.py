@@ -141,19 +141,34 @@ def test_relaunch_tp1_to_tp2_drains_binds_verifies_and_leaves_nothing(vllm_engin
         old_tree = LIVE.tree(eng.pid)
         old_left = LIVE.leftovers(old_tree, tmpdir)
         assert any(p.startswith("/dev/shm/") for p in old_left), old_left
-        # long generations in flight when the relaunch starts
+        # generations in flight when the relaunch starts its drain. How long the CLI takes to get
+        # there (start, read the engine, plan) depends on the load: with both cores generating it
+        # took longer than a fixed batch of work (9 s in CI). So every thread keeps a request in
+        # flight until the journal says the relaunch began, then lets its last one finish: the
+        # drain must wait for those.
         results: list[tuple[int, dict, float]] = []
-        # 12 × 24 sequences of 480 tokens: 15-90 s here depending on load (8 × 16 finished before a
-        # quiet CI run's CLI had started, read the engine and planned: 6 s), well over what the CLI
-        # takes to get to its drain
-        payload = {"model": eng.model, "prompt": "Once upon a time", "max_tokens": 480, "n": 24}
+        payload = {"model": eng.model, "prompt": "Once upon a time", "max_tokens": 480, "n": 8}
         payload |= {"ignore_eos": True, "temperature": 1.0}
+        journal_file = state / "numatop-llm" / "relaunch.jsonl"
+        give_up = time.monotonic() + 300
 
-        def generate() -> None:
-            status, body = post(eng.port, payload)
-            results.append((status, body, time.time()))
+        def began() -> bool:
+            try:
+                return any(json.loads(line).get("event") == "begin" for line in journal_file.read_text().splitlines())
+            except (OSError, ValueError):  # not written yet, or a line being written
+                return False
 
-        threads = [threading.Thread(target=generate) for _ in range(12)]
+        def generate(i: int) -> None:
+            # staggered lengths: the threads' requests never all end in the same engine step, so
+            # there is no instant with nothing in flight for the drain to see by chance
+            mine = payload | {"max_tokens": 200 + 40 * i}
+            while True:
+                status, body = post(eng.port, mine)
+                results.append((status, body, time.time()))
+                if status != 200 or began() or time.monotonic() > give_up:
+                    return
+
+        threads = [threading.Thread(target=generate, args=(i,)) for i in range(8)]
         t_gen = time.monotonic()
         for t in threads:
             t.start()
@@ -176,9 +191,14 @@ def test_relaunch_tp1_to_tp2_drains_binds_verifies_and_leaves_nothing(vllm_engin
             report("TP1→TP2", doc)
             steps = {s["name"]: s for s in doc["steps"]}
             # drain waited for the generations, which all finished, before the stop began
-            assert "waited" in steps["drain"]["message"], steps["drain"]
-            assert len(results) == 12 and all(s == 200 for s, _, _ in results)
-            assert all(b["usage"]["completion_tokens"] == 24 * 480 for _, b, _ in results)
+            begin_ts = next((r.get("ts") for r in journal_records(state) if r.get("event") == "begin"), None)
+            assert "waited" in steps["drain"]["message"], (
+                steps["drain"],
+                f"begin at {begin_ts}",
+                [(s, round(at, 2), (b.get("error") or b.get("message") or "")[:80] if isinstance(b, dict) else "") for s, b, at in results],
+            )
+            assert len(results) >= 8 and all(s == 200 for s, _, _ in results)
+            assert all(b["usage"]["completion_tokens"] in {8 * (200 + 40 * i) for i in range(8)} for _, b, _ in results)
             drain_done = next(r["ts"] for r in journal_records(state) if r.get("name") == "drain")
             assert max(at for _, _, at in results) <= drain_done + 0.01
             # the new tree: two workers bound as planned, answering

@@ -55,7 +55,7 @@ def test_planner_verdicts_match_the_kernel(numa_vm: NumaVm) -> None:  # noqa: F8
             rank = f"{where} rank {r['rank']} on node {r['node']}: {r}"
             ratio = r["need_bytes"] / r["node_budget_bytes"]
             if r["verdict"] == "fits":
-                assert ratio <= 0.85, rank  # a clear verdict, not a coin toss at the boundary
+                assert ratio <= 0.9, rank  # a clear verdict (10% spare at least), not a coin toss at the boundary
                 assert r["held"] and not r["killed"] and r["returncode"] == 0, rank
                 assert r["touched_bytes"] == r["alloc_bytes"], rank
                 assert r["pid"] not in kills, rank
