@@ -13,7 +13,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -25,6 +24,7 @@ from app.launcher import LiveSystem, capture
 from probes.cpulist import parse_cpulist
 from probes.roots import SysRoots
 from probes.snapshot import SnapshotReader
+from tests.test_relaunch_cli import cli as relaunch_cli
 
 pytestmark = pytest.mark.vllm
 REPO = Path(__file__).resolve().parent.parent
@@ -34,16 +34,8 @@ LIVE = LiveSystem()
 
 # -- helpers -------------------------------------------------------------------------------------
 def cli(state: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    env = dict(os.environ, XDG_STATE_HOME=str(state), PYTHONPATH=str(REPO))
-    return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-        cwd=REPO,
-        stdin=subprocess.DEVNULL,
-    )
+    """``numatop-llm ARGS`` with its state in ``state``; a real engine needs a longer timeout."""
+    return relaunch_cli(state, *args, timeout=timeout)
 
 
 @contextlib.contextmanager
