@@ -397,13 +397,25 @@ class FakeVllm:
         return p
 
     def stop_all(self) -> None:
-        """Kill every tree this fake started, and every tree a relaunch started from its script."""
+        """Kill every tree this fake started, and every tree a relaunch started from its script.
+
+        Waits until every process of those trees is gone before sweeping the segments: a dying
+        process still maps its segment, and a sweep that ran too early left it behind.
+        """
+        doomed: list[int] = []
         for p in self.procs:
             if p.poll() is None:
+                doomed += tree_pids(p.pid)
                 with_suppress(os.killpg, p.pid, signal.SIGKILL)
                 p.wait(timeout=10)
         for pid in self.running_api_servers():
+            doomed += tree_pids(pid)
             kill_tree(pid)
+        deadline = time.monotonic() + 10
+        while any(_running(pid) for pid in doomed) and time.monotonic() < deadline:
+            for pid in doomed:
+                with_suppress(os.kill, pid, signal.SIGKILL)
+            time.sleep(0.05)
         for seg in Path("/dev/shm").glob("psm_fake_*"):
             if not any(str(seg) in " ".join(_held(pid)) for pid in _all_pids()):
                 seg.unlink(missing_ok=True)
@@ -419,6 +431,19 @@ class FakeVllm:
             if len(cmd) > 1 and cmd[1] == str(self.script).encode():
                 out.append(pid)
         return out
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (reaping our own children on the way)."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def with_suppress(fn, *a) -> None:
