@@ -7,6 +7,8 @@ Distances are a typical SNC4 table: 10 local, 12 same socket, 21 remote.
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 from functools import cache
 from pathlib import Path
@@ -139,8 +141,9 @@ def write_seed_sysfs(dest: Path, used_kib: list[int] | None = None) -> SysRoots:
 
 @cache
 def seed_roots() -> SysRoots:
-    """The seed box tree, written once per process into a temporary directory."""
+    """The seed box tree, written once per process into a temporary directory (removed at exit)."""
     tmp = Path(tempfile.mkdtemp(prefix="numatop-seedbox-"))
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
     return write_seed_sysfs(tmp)
 
 
