@@ -187,7 +187,10 @@ def test_relaunch_tp1_to_tp2_drains_binds_verifies_and_leaves_nothing(vllm_engin
             assert "waited" in steps["drain"]["message"], (
                 steps["drain"],
                 f"begin at {begin_ts}",
-                [(s, round(at, 2), (b.get("error") or b.get("message") or "")[:80] if isinstance(b, dict) else "") for s, b, at in results],
+                [
+                    (s, round(at, 2), (b.get("error") or b.get("message") or "")[:80] if isinstance(b, dict) else "")
+                    for s, b, at in results
+                ],
             )
             assert len(results) >= 8 and all(s == 200 for s, _, _ in results)
             assert all(b["usage"]["completion_tokens"] in {8 * (200 + 40 * i) for i in range(8)} for _, b, _ in results)

@@ -137,7 +137,9 @@ async def test_threads_off_their_node_are_found_and_shown_red() -> None:
     procs = []
     for p in last.engine.processes:
         if p.label == "Worker_TP0":
-            ths = [t.model_copy(update={"cpu": 45 + i, "node": 3}) if 20 <= i < 26 else t for i, t in enumerate(p.threads)]
+            ths = [
+                t.model_copy(update={"cpu": 45 + i, "node": 3}) if 20 <= i < 26 else t for i, t in enumerate(p.threads)
+            ]
             p = p.model_copy(update={"threads": tuple(ths)})
         procs.append(p)
     moved = last.model_copy(update={"engine": last.engine.model_copy(update={"processes": tuple(procs)})})
@@ -147,7 +149,11 @@ async def test_threads_off_their_node_are_found_and_shown_red() -> None:
         assert "6 threads of Worker_TP0 run on node 3, memory is on node 0" in screen_text(app)
         await pilot.press("2")
         await pilot.pause(0.2)
-        row = next(i for i in range(app.query_one(ProcessTable).row_count) if "Worker_TP0" in str(app.query_one(ProcessTable).get_row_at(i)[1]))
+        row = next(
+            i
+            for i in range(app.query_one(ProcessTable).row_count)
+            if "Worker_TP0" in str(app.query_one(ProcessTable).get_row_at(i)[1])
+        )
         assert app.query_one(ProcessTable).get_row_at(row)[6].plain == "6"
 
 

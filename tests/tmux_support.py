@@ -31,9 +31,22 @@ class Tmux:
         self.socket = self.name  # one server per session: no race with a previous test's shutdown
         environ = {**os.environ, "TERM": "xterm-256color", "TZ": "UTC", **(env or {})}
         environ.pop("TMUX", None)
-        wrapped = f"{command}; echo \"[exited rc=$?]\"; sleep 600"
+        wrapped = f'{command}; echo "[exited rc=$?]"; sleep 600'
         subprocess.run(
-            [self.tmux, "-L", self.socket, "new-session", "-d", "-s", self.name, "-x", str(width), "-y", str(height), wrapped],
+            [
+                self.tmux,
+                "-L",
+                self.socket,
+                "new-session",
+                "-d",
+                "-s",
+                self.name,
+                "-x",
+                str(width),
+                "-y",
+                str(height),
+                wrapped,
+            ],
             check=True,
             env=environ,
             timeout=20,

@@ -32,7 +32,9 @@ def demo_upto(seconds: int) -> list[Snapshot]:
 def fixture_snapshots(roots: SysRoots, host: str, kernel: str = "6.8.0-test") -> list[Snapshot]:
     """One real reading of a sysfs tree, with host/kernel/timing fixed so screenshots are stable."""
     snap = SnapshotReader(roots).read()
-    return [snap.model_copy(update={"host": host, "kernel": kernel, "taken_at": 1_784_030_580.0, "sample_seconds": 0.01})]
+    return [
+        snap.model_copy(update={"host": host, "kernel": kernel, "taken_at": 1_784_030_580.0, "sample_seconds": 0.01})
+    ]
 
 
 def replay_app(snaps: list[Snapshot], **kw) -> NumatopApp:
