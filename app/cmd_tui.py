@@ -61,8 +61,7 @@ def run_tui(args: argparse.Namespace) -> int:
     _need_terminal()
     from app.tui import NumatopApp
 
-    app = NumatopApp(source, interval=interval, recorder=recorder, first_note=note)
-    app._offer_live = not getattr(source, "live", False)
+    app = NumatopApp(source, interval=interval, recorder=recorder, first_note=note, offer_live=not source.live)
     app.run()
     if recorder is not None:
         print(f"recorded {recorder.count} samples to {args.record}")

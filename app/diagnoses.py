@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from probes.models import Process, Role, Snapshot
+from probes.models import Process, Snapshot
 
 if TYPE_CHECKING:  # pragma: no cover
     from app.state import AppState
@@ -43,12 +43,6 @@ def gib(n: float | int | None) -> str:
     if n is None:
         return "?"
     return f"{n / GIB:.1f} GiB"
-
-
-def who(p: Process) -> str:
-    if p.label:
-        return p.label
-    return {Role.API_SERVER: "API server", Role.ENGINE_CORE: "EngineCore"}.get(p.role, f"pid {p.pid}")
 
 
 def _plan_findings(plan: Any, snap: Snapshot) -> list[Finding]:
@@ -123,7 +117,7 @@ def diagnose(snap: Snapshot, state: AppState | None = None) -> list[Finding]:
         rate = state.growth_rate(n.id) if state is not None else None
         ranks = bound.get(n.id, [])
         if ranks and n.id not in planned_oom:
-            names = ", ".join(who(p) for p in ranks)
+            names = ", ".join(p.display_name for p in ranks)
             eta = ""
             if rate and rate > 0:
                 eta = f", growing {gib(rate)}/s: OOM kill (-9) in ~{max(0.0, avail / rate):.0f} s"
@@ -164,7 +158,8 @@ def diagnose(snap: Snapshot, state: AppState | None = None) -> list[Finding]:
                     Finding(
                         "warning",
                         "threads-off-node",
-                        f"{counts[where]} threads of {who(w)} run on node {where}{extra}, memory is on node {home}",
+                        f"{counts[where]} threads of {w.display_name} run on node {where}{extra}, "
+                        f"memory is on node {home}",
                         pid=w.pid,
                         node=where,
                     )
@@ -178,8 +173,8 @@ def diagnose(snap: Snapshot, state: AppState | None = None) -> list[Finding]:
                     Finding(
                         "warning",
                         "memory-off-node",
-                        f"{who(w)} has {gib(remote)} ({100 * remote / total:.0f}%) of its memory off node {home}, "
-                        f"most on node {top}",
+                        f"{w.display_name} has {gib(remote)} ({100 * remote / total:.0f}%) of its memory "
+                        f"off node {home}, most on node {top}",
                         pid=w.pid,
                         node=top,
                     )
@@ -192,7 +187,8 @@ def diagnose(snap: Snapshot, state: AppState | None = None) -> list[Finding]:
                         Finding(
                             "warning",
                             "bind-mismatch",
-                            f"{who(w)} binds memory to node {w.policy.nodes[0]} but most threads run on node {busiest}",
+                            f"{w.display_name} binds memory to node {w.policy.nodes[0]} "
+                            f"but most threads run on node {busiest}",
                             pid=w.pid,
                             node=busiest,
                         )
@@ -203,7 +199,7 @@ def diagnose(snap: Snapshot, state: AppState | None = None) -> list[Finding]:
                     Finding(
                         "warning",
                         "shared-node",
-                        f"{' and '.join(who(w) for w in ws)} share node {node}: its budget must hold both",
+                        f"{' and '.join(w.display_name for w in ws)} share node {node}: its budget must hold both",
                         node=node,
                     )
                 )

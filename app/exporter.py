@@ -484,7 +484,9 @@ class Exporter:
         else:
             found = discover_engines(self.roots)
             if found:
-                pid = sorted(found, key=lambda c: (c.workers == 0, c.root_pid))[0].root_pid
+                from app.sampler import pick_engine
+
+                pid = pick_engine(found).root_pid
         if pid is None:
             return
         self.reader.attach(pid)

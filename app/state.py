@@ -31,7 +31,6 @@ def clock(ts: float) -> str:
 class HistoryPoint:
     at: float
     used: dict[int, int]
-    engine: dict[int, int]
 
 
 @dataclass
@@ -123,11 +122,7 @@ class AppState:
         for n in snap.topology.nodes:
             if n.memory is not None:
                 used[n.id] = n.memory.total_bytes - n.memory.free_bytes
-        eng: dict[int, int] = {}
-        for p in engine.processes if engine else ():
-            for node, b in p.node_bytes.items():
-                eng[node] = eng.get(node, 0) + b
-        self.history.append(HistoryPoint(snap.taken_at, used, eng))
+        self.history.append(HistoryPoint(snap.taken_at, used))
         self.findings = diagnose(snap, self)
 
     def _record_for(self) -> dict | None:

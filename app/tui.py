@@ -28,7 +28,6 @@ from widgets.help import HelpScreen
 from widgets.memory_history import MemoryHistory
 from widgets.node_memory import NodeMemory
 from widgets.numa_map import NumaMap
-from widgets.palette import proc_name
 from widgets.processes import ProcessTable, ThreadTable
 from widgets.relaunch_view import RelaunchScreen
 
@@ -146,6 +145,7 @@ class NumatopApp(App[None]):
         recorder: Any = None,
         first_note: str | None = None,
         plan_every: float = 30.0,
+        offer_live: bool = False,
     ) -> None:
         super().__init__()
         self.source = source
@@ -162,6 +162,8 @@ class NumatopApp(App[None]):
         self._stop = threading.Event()
         self._selected_pid: int | None = None
         self.first_frame_at: float | None = None
+        #: say on the status line that L switches to this machine (a demo or replay started by the user)
+        self.offer_live = offer_live
 
     # -- layout ----------------------------------------------------------------------------
 
@@ -336,7 +338,7 @@ class NumatopApp(App[None]):
                 if not p.node_bytes:
                     continue
                 parts = " ".join(f"n{n}:{b / 2**30:.1f}G" for n, b in sorted(p.node_bytes.items()) if b)
-                text.append(f"\n  {proc_name(p):<14} {p.policy.text:<12} {parts}")
+                text.append(f"\n  {p.display_name:<14} {p.policy.text:<12} {parts}")
         self.main.query_one("#engine-bytes", Static).update(text)
 
     def _info_text(self, snap: Snapshot, engine: Engine | None) -> Text:
@@ -375,7 +377,7 @@ class NumatopApp(App[None]):
                 alert = True
             else:
                 parts.append(("no vLLM engine running here — r looks again, D opens the demo", "yellow"))
-        if not getattr(self.source, "live", False) and getattr(self, "_offer_live", False):
+        if not getattr(self.source, "live", False) and self.offer_live:
             parts.append(("L watches this machine", "yellow"))
         if self.paused:
             parts.append(("PAUSED (p resumes)", "bold yellow"))
@@ -499,7 +501,7 @@ class NumatopApp(App[None]):
         self.state = AppState()
         self.replay_done = False
         self.note = None
-        self._offer_live = True
+        self.offer_live = True
         try:
             old.close()
         except Exception:
@@ -516,7 +518,7 @@ class NumatopApp(App[None]):
         self.state = AppState()
         self.replay_done = False
         self.note = None
-        self._offer_live = False
+        self.offer_live = False
         old.close()
         self.sampler()
 

@@ -213,6 +213,15 @@ class Process(Frozen):
     degraded: tuple[str, ...] = ()
 
     @property
+    def display_name(self) -> str:
+        """What to call the process on screen and in findings: its vLLM label, else its role, else comm."""
+        if self.label:
+            return self.label
+        return {Role.API_SERVER: "API server", Role.ENGINE_CORE: "EngineCore"}.get(
+            self.role, self.comm or f"pid {self.pid}"
+        )
+
+    @property
     def home_node(self) -> int | None:
         """The node this process belongs on: its strict single-node bind, else where most threads run.
 

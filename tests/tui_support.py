@@ -6,7 +6,6 @@ import asyncio
 import os
 import time
 from functools import cache
-from pathlib import Path
 
 from app.demo import story
 from app.sampler import ReplaySource
@@ -63,6 +62,3 @@ def screen_lines(app: NumatopApp) -> list[str]:
 
 def screen_text(app: NumatopApp) -> str:
     return "\n".join(screen_lines(app))
-
-
-REPO = Path(__file__).resolve().parent.parent

@@ -13,7 +13,6 @@ GIB = 2**30
 class Point(Protocol):
     at: float
     used: dict[int, int]
-    engine: dict[int, int]
 
 
 class MemoryHistory(PlotextPlot):

@@ -6,7 +6,7 @@ from rich.text import Text
 
 from probes.models import Engine, Role, Snapshot
 from widgets.lineview import LineView
-from widgets.palette import gib, proc_char, proc_colour, proc_name
+from widgets.palette import gib, proc_char, proc_colour
 
 NEARLY_FULL = 0.05
 
@@ -20,7 +20,7 @@ def engine_share(engine: Engine | None) -> dict[int, list[tuple[str, str, str, i
     for p in procs:
         for node, b in p.node_bytes.items():
             if b > 0:
-                out.setdefault(node, []).append((proc_char(p), proc_colour(p), proc_name(p), b))
+                out.setdefault(node, []).append((proc_char(p), proc_colour(p), p.display_name, b))
     return out
 
 

@@ -40,12 +40,6 @@ def proc_colour(p: Process) -> str:
     return {Role.ENGINE_CORE: "bright_white", Role.API_SERVER: "white"}.get(p.role, "grey50")
 
 
-def proc_name(p: Process) -> str:
-    if p.label:
-        return p.label
-    return {Role.API_SERVER: "API server", Role.ENGINE_CORE: "EngineCore"}.get(p.role, p.comm or str(p.pid))
-
-
 def load_glyph(pct: float | None) -> str:
     if pct is None:
         return "·"

@@ -9,7 +9,7 @@ from textual.widgets import DataTable
 
 from probes.cpulist import format_cpulist
 from probes.models import Engine, Process, Role, Thread
-from widgets.palette import gib, proc_colour, proc_name
+from widgets.palette import gib, proc_colour
 
 ROLE_ORDER = {Role.API_SERVER: 0, Role.ENGINE_CORE: 1, Role.WORKER: 2, Role.OTHER: 3}
 
@@ -54,7 +54,7 @@ class ProcessTable(DataTable):
                 return
             procs = sorted(engine.processes, key=lambda p: (ROLE_ORDER[p.role], p.rank or 0, p.pid))
             for p in procs:
-                name = proc_name(p)
+                name = p.display_name
                 if filter_text and filter_text.lower() not in f"{p.pid} {name} {p.comm}".lower():
                     continue
                 # "off node" means something only for a process that belongs on a node: a worker or a bind
