@@ -136,19 +136,21 @@ def test_relaunch_tp1_to_tp2_drains_binds_verifies_and_leaves_nothing(vllm_engin
         # generations in flight when the relaunch starts its drain. How long the CLI takes to get
         # there (start, read the engine, plan) depends on the load: with both cores generating it
         # took longer than a fixed batch of work (9 s in CI). So every thread keeps a request in
-        # flight until the journal says the relaunch began, then lets its last one finish: the
-        # drain must wait for those.
+        # flight until the journal says the step before the drain (the plan check) is done, then
+        # lets its last one finish: the drain must wait for those. ("begin" is too early a
+        # signal: under load the plan check took long enough for every request to end.)
         results: list[tuple[int, dict, float]] = []
         payload = {"model": eng.model, "prompt": "Once upon a time", "max_tokens": 480, "n": 8}
         payload |= {"ignore_eos": True, "temperature": 1.0}
         journal_file = state / "numatop-llm" / "relaunch.jsonl"
         give_up = time.monotonic() + 300
 
-        def began() -> bool:
+        def draining() -> bool:
             try:
-                return any(json.loads(line).get("event") == "begin" for line in journal_file.read_text().splitlines())
+                records = [json.loads(line) for line in journal_file.read_text().splitlines()]
             except (OSError, ValueError):  # not written yet, or a line being written
                 return False
+            return any(r.get("event") == "step" and r.get("name") == "plan" for r in records)
 
         def generate(i: int) -> None:
             # staggered lengths: the threads' requests never all end in the same engine step, so
@@ -157,7 +159,7 @@ def test_relaunch_tp1_to_tp2_drains_binds_verifies_and_leaves_nothing(vllm_engin
             while True:
                 status, body = post(eng.port, mine)
                 results.append((status, body, time.time()))
-                if status != 200 or began() or time.monotonic() > give_up:
+                if status != 200 or draining() or time.monotonic() > give_up:
                     return
 
         threads = [threading.Thread(target=generate, args=(i,)) for i in range(8)]
