@@ -42,6 +42,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", help="--dtype (default auto)")
     p.add_argument("--gpu-memory-utilization", type=float, metavar="F", help="default 0.92")
     p.add_argument("--vllm-version", metavar="V", help="model this vLLM release's rules (default 0.32.0)")
+    machine = p.add_argument_group("machine what-ifs (issue #17)")
+    machine.add_argument(
+        "--nodes-per-socket", type=int, metavar="N", help="plan for the machine with N NUMA nodes per socket (SNC/NPS)"
+    )
+    machine.add_argument(
+        "--interleave", metavar="NODES", help="BIOS-interleave these nodes into one (0-3, or sets 0-3|4-7)"
+    )
+    machine.add_argument("--numactl", metavar="ARGS", help="launch under numactl with these options, as relaunch does")
+    machine.add_argument(
+        "--visible-memory-nodes", metavar="LIST", help="CPU_VISIBLE_MEMORY_NODES for the engine (e.g. 4,5)"
+    )
     p.add_argument("--solve", action="store_true", help="rank every valid configuration for this machine")
     p.add_argument("--limit", type=int, default=10, help="candidates to show with --solve (default 10)")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -187,6 +198,8 @@ def run(args: argparse.Namespace) -> int:
         if v is not None:
             updates[name] = v.strip() if isinstance(v, str) else v
     config = base.model_copy(update=updates)
+    if _machine_whatif(args):
+        return _run_machine(args, model, topology, config, engine)
     plan = make_plan(model, topology, config, engine=engine)
     cands = solve(model, topology, config, limit=args.limit, engine=engine) if args.solve else None
 
@@ -208,4 +221,56 @@ def run(args: argparse.Namespace) -> int:
             print_candidates(cands, args.model or (engine.config.model if engine else None) or model.name, console)
     if cands is not None:
         return 0 if any(c.plan.fits for c in cands) else 1
+    return 0 if plan.fits else 1
+
+
+def _machine_whatif(args: argparse.Namespace) -> bool:
+    return any(
+        getattr(args, a, None) is not None for a in ("nodes_per_socket", "interleave", "numactl", "visible_memory_nodes")
+    )
+
+
+def _run_machine(args: argparse.Namespace, model, topology, config, engine) -> int:
+    """``plan`` on a machine what-if (issue #17): same output, plus ``machine`` and ``placement``."""
+    from app.cli import UsageError
+    from app.planner import machineplan
+
+    if args.nodes_per_socket is not None and args.nodes_per_socket < 1:
+        raise UsageError(f"--nodes-per-socket must be ≥ 1 (got {args.nodes_per_socket})")
+    try:
+        what = machineplan.build(
+            topology,
+            nodes_per_socket=args.nodes_per_socket,
+            interleave=args.interleave,
+            numactl=args.numactl,
+            visible_nodes=args.visible_memory_nodes,
+        )
+    except ValueError as exc:  # MachineError is a ValueError
+        raise UsageError(str(exc)) from None
+    plan, placement = machineplan.plan(model, what, config, engine=engine)
+    ranked = machineplan.solve_ranked(model, what, config, args.limit, engine=engine) if args.solve else None
+    if args.json:
+        out = plan.to_json()
+        out["findings"] += list(placement.findings)
+        out["machine"] = what.to_json()
+        out["placement"] = placement.to_json()
+        if ranked is not None:
+            out["candidates"] = [machineplan.candidate_json(c, pl) for c, pl in ranked]
+        json.dump(out, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        from rich.console import Console
+
+        from app.planner.render import print_candidates, print_plan
+
+        console = Console(width=None if sys.stdout.isatty() else 160)
+        machineplan.print_machine(what, None, console)
+        print_plan(plan, console)
+        machineplan.print_machine_cost(placement, console)
+        if ranked is not None:
+            console.print()
+            name = args.model or (engine.config.model if engine else None) or model.name
+            print_candidates([c for c, _ in ranked], name, console)
+    if ranked is not None:
+        return 0 if any(c.plan.fits for c, _ in ranked) else 1
     return 0 if plan.fits else 1

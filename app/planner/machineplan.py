@@ -1,0 +1,124 @@
+"""Plan and solve on a machine what-if (nodes per socket, BIOS interleave) under a launch policy
+(``numactl``, ``CPU_VISIBLE_MEMORY_NODES``), with the remote-traffic cost beside the fit.
+
+The one entry the CLI and the dashboard share: ``MachineWhatIf`` holds the derived machine, the
+launch policy and the topology vLLM's workers would see; ``plan`` / ``solve`` run the ordinary
+planner on it and attach a :class:`~app.planner.placement.Placement` to each result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.planner.config import PlanConfig
+from app.planner.machine import Machine, MachineError, derive, parse_interleave_sets
+from app.planner.model import ModelSpec
+from app.planner.placement import LaunchPolicy, Placement, cost_score, parse_launch, place, topology_for_vllm
+from app.planner.plan import Plan, make_plan
+from app.planner.solve import Candidate, solve
+from probes.models import Engine, Topology
+
+__all__ = ["MachineError", "MachineWhatIf", "build", "plan", "solve_ranked"]
+
+
+@dataclass(frozen=True)
+class MachineWhatIf:
+    """A machine to plan on and how the engine is launched on it."""
+
+    machine: Machine
+    launch: LaunchPolicy | None
+    #: the topology vLLM's workers see (CPUs narrowed by numactl, memory nodes by CPU_VISIBLE_MEMORY_NODES)
+    topology: Topology
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def changed(self) -> bool:
+        return self.machine.is_whatif or (self.launch is not None and not self.launch.is_default) or bool(
+            self.launch and self.launch.numactl
+        )
+
+    def to_json(self) -> dict:
+        out = self.machine.to_json()
+        out["launch"] = self.launch.summary() if self.launch else "no numactl"
+        out["launch_env"] = self.launch.env() if self.launch else {}
+        out["notes"] = list(out["notes"]) + list(self.notes)
+        return out
+
+
+def build(
+    topology: Topology,
+    *,
+    nodes_per_socket: int | None = None,
+    interleave: str | None = None,
+    numactl: str | list[str] | None = None,
+    visible_nodes: str | None = None,
+) -> MachineWhatIf:
+    """Derive the machine and parse the launch policy; MachineError / ValueError with one line."""
+    sets = parse_interleave_sets(interleave) if interleave else None
+    machine = derive(topology, nodes_per_socket=nodes_per_socket, interleave=sets)
+    launch = None
+    if numactl or visible_nodes:
+        launch = parse_launch(numactl, machine.topology, visible_nodes)
+    topo, notes = topology_for_vllm(machine.topology, launch)
+    return MachineWhatIf(machine=machine, launch=launch, topology=topo, notes=tuple(notes))
+
+
+def plan(
+    model: ModelSpec, what: MachineWhatIf, config: PlanConfig, *, engine: Engine | None = None
+) -> tuple[Plan, Placement]:
+    """The plan on the what-if machine and its placement cost. A running engine's memory is counted back
+    only on the machine as it is (its node ids mean nothing on a derived one)."""
+    p = make_plan(model, what.topology, config, engine=engine if not what.machine.is_whatif else None)
+    return p, place(p, what.machine, what.launch)
+
+
+def solve_ranked(
+    model: ModelSpec,
+    what: MachineWhatIf,
+    base: PlanConfig,
+    limit: int = 10,
+    *,
+    engine: Engine | None = None,
+) -> list[tuple[Candidate, Placement]]:
+    """``solve`` on the what-if machine, re-ranked with the remote-traffic cost (``placement.cost_score``)."""
+    cands = solve(model, what.topology, base, limit=max(limit * 3, 30), engine=engine if not what.machine.is_whatif else None)
+    out: list[tuple[Candidate, Placement]] = []
+    for c in cands:
+        pl = place(c.plan, what.machine, what.launch)
+        why = c.why
+        if pl.mean_remote_share >= 0.005:
+            why += f"; {pl.mean_remote_share:.0%} of traffic remote (avg distance {pl.mean_distance:.1f})"
+        out.append((c.model_copy(update={"score": cost_score(c.score, pl), "why": why}), pl))
+    out.sort(key=lambda cp: (-cp[0].score, cp[0].config.tp * cp[0].config.pp, cp[0].config.pp))
+    return out[: max(0, limit)]
+
+
+def candidate_json(c: Candidate, pl: Placement) -> dict[str, Any]:
+    out = c.to_json()
+    out["remote_share"] = round(pl.mean_remote_share, 4)
+    out["avg_distance"] = round(pl.mean_distance, 3)
+    return out
+
+
+def print_machine(what: MachineWhatIf, pl: Placement | None, console: Any) -> None:
+    """The machine header and the cost lines (rich console)."""
+    m = what.machine
+    console.print(f"[bold]machine[/]: {m.label} — {len(m.topology.nodes)} node(s): " + ", ".join(
+        f"node {n.id} {len(n.cpus)} CPUs {((n.memory.total_bytes if n.memory else 0) / 2**30):.1f} GiB"
+        for n in m.topology.nodes
+    ))
+    for c in m.changes:
+        console.print(f"  change: {c}")
+    if what.launch is not None:
+        console.print(f"  launch: {what.launch.summary()}")
+    for n in (*m.notes, *what.notes):
+        console.print(f"  note: {n}")
+    if pl is not None:
+        print_machine_cost(pl, console)
+
+
+def print_machine_cost(pl: Placement, console: Any) -> None:
+    console.print(f"[bold]what you give up[/]: {pl.headline()}")
+    for f in pl.findings:
+        console.print(f"  • {f}")
