@@ -279,14 +279,15 @@ def _split(topology: Topology, ids: list[int], parts: int, sock: int, notes: lis
                 cores.setdefault(key, []).append(c.id)
         ordered = sorted(cores.values(), key=min)
         if len(ordered) % parts:
-            raise MachineError(
-                f"node {nid} has {len(ordered)} cores: they cannot be split into {parts} equal nodes"
-            )
+            raise MachineError(f"node {nid} has {len(ordered)} cores: they cannot be split into {parts} equal nodes")
         size = len(ordered) // parts
         for i in range(parts):
             chunk = tuple(sorted(c for core in ordered[i * size : (i + 1) * size] for c in core))
-            out.append(_Part(members=(nid,), socket=sock, cpus=chunk, share=1.0 / parts, sibling_distance=sibling,
-                             split_of=nid))
+            out.append(
+                _Part(
+                    members=(nid,), socket=sock, cpus=chunk, share=1.0 / parts, sibling_distance=sibling, split_of=nid
+                )
+            )
     return out
 
 
@@ -329,7 +330,10 @@ def _interleave(topology: Topology, sets: list[list[int]]) -> Machine:
                 "the socket link (BIOS 'node interleaving' / NUMA off)"
             )
     machine = _build(
-        topology, groups, label="interleave " + " | ".join(format_cpulist(s) for s in sets), changes=changes,
+        topology,
+        groups,
+        label="interleave " + " | ".join(format_cpulist(s) for s in sets),
+        changes=changes,
         notes=notes,
     )
     return machine
@@ -381,8 +385,10 @@ def _build(topology: Topology, parts: list[_Part], *, label: str, changes: list[
         cpus = _part_cpus(topology, p)
         for c in cpus:
             cpu_new_node[c] = i
-        all_cpus = cpus if p.cpus is not None else tuple(
-            sorted(c for m in p.members for c in (topology.node(m).cpulist_all if topology.node(m) else ()))
+        all_cpus = (
+            cpus
+            if p.cpus is not None
+            else tuple(sorted(c for m in p.members for c in (topology.node(m).cpulist_all if topology.node(m) else ())))
         )
         mem = _sum_memory((topology.node(m).memory if topology.node(m) else None, p.share) for m in p.members)
         nodes.append(
@@ -416,12 +422,12 @@ def _build(topology: Topology, parts: list[_Part], *, label: str, changes: list[
         domain_distances = {n.id: dict(n.distances) for n in topology.nodes}
         node_domains = {}
         for i, p in enumerate(ordered):
-            totals = {m: (topology.node(m).memory.total_bytes if topology.node(m) and topology.node(m).memory else 0)
-                      for m in p.members}
-            whole = sum(totals.values())
-            node_domains[i] = {
-                m: (t / whole if whole else 1.0 / len(p.members)) for m, t in totals.items()
+            totals = {
+                m: (topology.node(m).memory.total_bytes if topology.node(m) and topology.node(m).memory else 0)
+                for m in p.members
             }
+            whole = sum(totals.values())
+            node_domains[i] = {m: (t / whole if whole else 1.0 / len(p.members)) for m, t in totals.items()}
         cpu_domain = topology.cpu_to_node()
     notes = list(notes)
     notes.append(
@@ -470,7 +476,9 @@ def compare(expected: Topology, actual: Topology, mem_tolerance: float = 0.03) -
         et = e.memory.total_bytes if e.memory else 0
         at = a.memory.total_bytes if a.memory else 0
         if et and abs(at - et) > mem_tolerance * et:
-            out.append(f"node {a.id}: MemTotal {at / 2**30:.2f} GiB, expected {et / 2**30:.2f} GiB (±{mem_tolerance:.0%})")
+            out.append(
+                f"node {a.id}: MemTotal {at / 2**30:.2f} GiB, expected {et / 2**30:.2f} GiB (±{mem_tolerance:.0%})"
+            )
     return out
 
 

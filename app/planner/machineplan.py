@@ -34,8 +34,10 @@ class MachineWhatIf:
 
     @property
     def changed(self) -> bool:
-        return self.machine.is_whatif or (self.launch is not None and not self.launch.is_default) or bool(
-            self.launch and self.launch.numactl
+        return (
+            self.machine.is_whatif
+            or (self.launch is not None and not self.launch.is_default)
+            or bool(self.launch and self.launch.numactl)
         )
 
     def to_json(self) -> dict:
@@ -82,7 +84,9 @@ def solve_ranked(
     engine: Engine | None = None,
 ) -> list[tuple[Candidate, Placement]]:
     """``solve`` on the what-if machine, re-ranked with the remote-traffic cost (``placement.cost_score``)."""
-    cands = solve(model, what.topology, base, limit=max(limit * 3, 30), engine=engine if not what.machine.is_whatif else None)
+    cands = solve(
+        model, what.topology, base, limit=max(limit * 3, 30), engine=engine if not what.machine.is_whatif else None
+    )
     out: list[tuple[Candidate, Placement]] = []
     for c in cands:
         pl = place(c.plan, what.machine, what.launch)
@@ -104,10 +108,13 @@ def candidate_json(c: Candidate, pl: Placement) -> dict[str, Any]:
 def print_machine(what: MachineWhatIf, pl: Placement | None, console: Any) -> None:
     """The machine header and the cost lines (rich console)."""
     m = what.machine
-    console.print(f"[bold]machine[/]: {m.label} — {len(m.topology.nodes)} node(s): " + ", ".join(
-        f"node {n.id} {len(n.cpus)} CPUs {((n.memory.total_bytes if n.memory else 0) / 2**30):.1f} GiB"
-        for n in m.topology.nodes
-    ))
+    console.print(
+        f"[bold]machine[/]: {m.label} — {len(m.topology.nodes)} node(s): "
+        + ", ".join(
+            f"node {n.id} {len(n.cpus)} CPUs {((n.memory.total_bytes if n.memory else 0) / 2**30):.1f} GiB"
+            for n in m.topology.nodes
+        )
+    )
     for c in m.changes:
         console.print(f"  change: {c}")
     if what.launch is not None:

@@ -119,9 +119,7 @@ def _nodes(text: str, topology: Topology, opt: str) -> tuple[int, ...]:
     return ids
 
 
-def parse_launch(
-    numactl: str | Sequence[str] | None, topology: Topology, visible: str | None = None
-) -> LaunchPolicy:
+def parse_launch(numactl: str | Sequence[str] | None, topology: Topology, visible: str | None = None) -> LaunchPolicy:
     """Parse numactl options (``--interleave=0-3 --cpunodebind=0``) and ``CPU_VISIBLE_MEMORY_NODES``;
     ValueError with one line on what numactl or vLLM would not accept."""
     args = shlex.split(numactl) if isinstance(numactl, str) else list(numactl or [])
@@ -133,7 +131,7 @@ def parse_launch(
     i = 0
     while i < len(args):
         a = args[i]
-        opt, val = (a.split("=", 1) + [None])[:2] if a.startswith("--") else (a, None)
+        opt, val = ([*a.split("=", 1), None])[:2] if a.startswith("--") else (a, None)
         if opt in _FLAGS:
             mode, mem_nodes = _FLAGS[opt], ()
             i += 1
@@ -145,8 +143,10 @@ def parse_launch(
             if len(opt) > 2 and opt[:2] in _MEM_OPTS | _CPU_OPTS and not opt.startswith("--"):
                 opt, val = opt[:2], opt[2:]
             else:
-                raise ValueError(f"numactl option {a!r} is not modelled (known: --interleave, --membind, --preferred, "
-                                 "--cpunodebind, --physcpubind, --localalloc)")
+                raise ValueError(
+                    f"numactl option {a!r} is not modelled (known: --interleave, --membind, --preferred, "
+                    "--cpunodebind, --physcpubind, --localalloc)"
+                )
         if val is None:
             if i + 1 >= len(args):
                 raise ValueError(f"numactl {opt} needs a value")
@@ -180,8 +180,9 @@ def parse_launch(
         bad = [n for n in vis if n not in set(topology.node_ids)]
         if bad:
             raise ValueError(f"{ENV_VISIBLE}: no node {format_cpulist(bad)} on this machine")
-    return LaunchPolicy(numactl=tuple(args), mem_mode=mode, mem_nodes=mem_nodes, cpus=cpus, cpu_words=cpu_words,
-                        visible_nodes=vis)
+    return LaunchPolicy(
+        numactl=tuple(args), mem_mode=mode, mem_nodes=mem_nodes, cpus=cpus, cpu_words=cpu_words, visible_nodes=vis
+    )
 
 
 def topology_for_vllm(topology: Topology, launch: LaunchPolicy | None) -> tuple[Topology, list[str]]:
@@ -292,7 +293,9 @@ class Placement(_Frozen):
         }
 
 
-def traffic(threads: dict[int, float], pages: dict[int, float], distances: dict[int, dict[int, int]]) -> tuple[float, float]:
+def traffic(
+    threads: dict[int, float], pages: dict[int, float], distances: dict[int, dict[int, int]]
+) -> tuple[float, float]:
     """(remote share, average distance) of uniform accesses by ``threads`` to ``pages`` (shares by domain)."""
     tw = sum(threads.values()) or 1.0
     pw = sum(pages.values()) or 1.0
@@ -323,7 +326,9 @@ def _nearest(home: int | None, nodes: Iterable[int], distances: dict[int, dict[i
     return min(nodes, key=lambda n: (distances.get(home, {}).get(n, 255), n))
 
 
-def _rank_pages(r: RankPlan, plan: Plan, launch: LaunchPolicy | None, topo: Topology) -> tuple[dict[int, float], str, bool]:
+def _rank_pages(
+    r: RankPlan, plan: Plan, launch: LaunchPolicy | None, topo: Topology
+) -> tuple[dict[int, float], str, bool]:
     """(bytes share per node of the planned machine, policy words, overridden by vLLM)."""
     dist = {n.id: dict(n.distances) for n in topo.nodes}
     overridden = vllm_overrides(plan.config, launch)
@@ -414,14 +419,22 @@ def place(plan: Plan, machine: Machine | None = None, launch: LaunchPolicy | Non
                 f"on this machine node(s) {format_cpulist(merged)} are interleaved by the memory controller over "
                 "today's sub-NUMA domains: the kernel calls every access local, but most cross the socket's mesh"
             )
-    return Placement(machine=machine.label, launch=launch.summary() if launch else "no numactl", ranks=tuple(ranks),
-                     findings=tuple(findings))
+    return Placement(
+        machine=machine.label,
+        launch=launch.summary() if launch else "no numactl",
+        ranks=tuple(ranks),
+        findings=tuple(findings),
+    )
 
 
-#: how much a fully remote plan loses in the solver's score (a fit always beats no fit)
-REMOTE_PENALTY = 40.0
+#: points a plan loses in the solver's score per unit of remote share, and per unit of average distance
+#: above local (distance / 10 − 1): a plan 75% remote at 12 loses 15 + 6 = 21, one whose threads span
+#: two sockets (88% remote, distance 16.2) loses 17.6 + 24.8 = 42 — more than the extra cores bring
+REMOTE_PENALTY = 20.0
+DISTANCE_PENALTY = 40.0
 
 
 def cost_score(score: float, placement: Placement) -> float:
-    """The solver's score less ``REMOTE_PENALTY`` × the mean remote share of its ranks' traffic."""
-    return score - REMOTE_PENALTY * placement.mean_remote_share
+    """The solver's score less the remote-traffic cost (see ``REMOTE_PENALTY``, ``DISTANCE_PENALTY``)."""
+    excess = max(0.0, placement.mean_distance / 10.0 - 1.0)
+    return score - REMOTE_PENALTY * placement.mean_remote_share - DISTANCE_PENALTY * excess

@@ -84,6 +84,23 @@ def _seed8() -> Layout:
     )
 
 
+def _seed8_snc_off() -> Layout:
+    """seed8 with sub-NUMA clustering off: each socket's four nodes are one node (CPUs and memory summed)."""
+    seed = _seed8()
+    nodes = tuple(
+        NodeSpec(cpus=tuple(c for n in seed.nodes[s * 4 : s * 4 + 4] for c in n.cpus), mem_mib=4 * 512)
+        for s in range(2)
+    )
+    return Layout(
+        name="seed8-snc-off",
+        sockets=2,
+        cores_per_socket=8,
+        nodes=nodes,
+        distances=((10, 21), (21, 10)),
+        description="seed8 after 'SNC off' in the BIOS: 2 nodes of 8 CPUs and 2 GiB, 10/21",
+    )
+
+
 UNEVEN4 = Layout(
     name="uneven4",
     sockets=3,
@@ -112,4 +129,4 @@ TWO_NODE = Layout(
     description="2 sockets, 2 nodes of 2 CPUs and 1 GiB",
 )
 
-LAYOUTS: dict[str, Layout] = {lay.name: lay for lay in (_seed8(), UNEVEN4, TWO_NODE)}
+LAYOUTS: dict[str, Layout] = {lay.name: lay for lay in (_seed8(), _seed8_snc_off(), UNEVEN4, TWO_NODE)}
