@@ -53,6 +53,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     machine.add_argument(
         "--visible-memory-nodes", metavar="LIST", help="CPU_VISIBLE_MEMORY_NODES for the engine (e.g. 4,5)"
     )
+    machine.add_argument("--save-machine", metavar="FILE", help="write the what-if machine and plan to FILE")
+    machine.add_argument(
+        "--check-machine",
+        metavar="FILE",
+        help="after a BIOS change: does this machine match FILE (from --save-machine), and does the plan fit?",
+    )
     p.add_argument("--solve", action="store_true", help="rank every valid configuration for this machine")
     p.add_argument("--limit", type=int, default=10, help="candidates to show with --solve (default 10)")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -198,6 +204,8 @@ def run(args: argparse.Namespace) -> int:
         if v is not None:
             updates[name] = v.strip() if isinstance(v, str) else v
     config = base.model_copy(update=updates)
+    if getattr(args, "check_machine", None):
+        return _check_machine(args, model, topology, updates, engine)
     if _machine_whatif(args):
         return _run_machine(args, model, topology, config, engine)
     plan = make_plan(model, topology, config, engine=engine)
@@ -225,9 +233,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _machine_whatif(args: argparse.Namespace) -> bool:
-    return any(
-        getattr(args, a, None) is not None for a in ("nodes_per_socket", "interleave", "numactl", "visible_memory_nodes")
-    )
+    names = ("nodes_per_socket", "interleave", "numactl", "visible_memory_nodes")
+    return any(getattr(args, a, None) is not None for a in names)
 
 
 def _run_machine(args: argparse.Namespace, model, topology, config, engine) -> int:
@@ -249,6 +256,11 @@ def _run_machine(args: argparse.Namespace, model, topology, config, engine) -> i
         raise UsageError(str(exc)) from None
     plan, placement = machineplan.plan(model, what, config, engine=engine)
     ranked = machineplan.solve_ranked(model, what, config, args.limit, engine=engine) if args.solve else None
+    if getattr(args, "save_machine", None):
+        try:
+            machineplan.save(Path(args.save_machine), what, config, plan, placement)
+        except OSError as exc:
+            raise UsageError(f"--save-machine {args.save_machine}: {exc.strerror or exc}") from None
     if args.json:
         out = plan.to_json()
         out["findings"] += list(placement.findings)
@@ -274,3 +286,95 @@ def _run_machine(args: argparse.Namespace, model, topology, config, engine) -> i
     if ranked is not None:
         return 0 if any(c.plan.fits for c, _ in ranked) else 1
     return 0 if plan.fits else 1
+
+
+def _check_machine(args: argparse.Namespace, model, topology, updates: dict, engine) -> int:
+    """``plan --check-machine FILE``: the machine after the reboot against the saved what-if, and the plan on it."""
+    from app.cli import UsageError
+    from app.planner import machineplan, make_plan
+    from app.planner.machine import compare
+
+    try:
+        saved = machineplan.load(Path(args.check_machine))
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--check-machine {args.check_machine}: {str(exc).splitlines()[0]}") from None
+    expected, config = saved["topology"], saved["config"].model_copy(update=updates)
+    diffs = compare(expected, topology)
+    plan = make_plan(model, topology, config, engine=engine)
+    if args.json:
+        out = plan.to_json()
+        out["machine_check"] = {"expected": saved["label"], "matches": not diffs, "differences": diffs}
+        json.dump(out, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        from rich.console import Console
+
+        from app.planner.render import print_plan
+
+        console = Console(width=None if sys.stdout.isatty() else 160)
+        if diffs:
+            console.print(f"[bold red]✖ this machine is not the one planned[/] ({saved['label']}):")
+            for d in diffs:
+                console.print(f"  • {d}")
+        else:
+            console.print(f"[bold green]✓ this machine is the one planned[/]: {saved['label']}")
+        print_plan(plan, console)
+    return 0 if not diffs and plan.fits else 1
+
+
+def bios_relaunch(args: argparse.Namespace) -> int:
+    """``relaunch --pid N --nodes-per-socket K|--interleave SETS``: software cannot change the BIOS. Print the
+    plan on the machine after the change, save it, and the steps to apply and check it after the reboot."""
+    import shlex
+    import time
+
+    from app.statedir import state_dir
+
+    path = state_dir() / f"machine-whatif-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    plan_args = argparse.Namespace(
+        model=None,
+        demo=False,
+        topology=None,
+        pid=args.pid,
+        tp=args.tp,
+        pp=getattr(args, "pp", None),
+        bind=args.bind,
+        kv_gib=args.kv_gib,
+        reserved_cpus=args.reserved_cpus,
+        max_model_len=None,
+        max_num_seqs=None,
+        dtype=None,
+        gpu_memory_utilization=None,
+        vllm_version=None,
+        solve=False,
+        limit=10,
+        json=args.json,
+        proc=None,
+        sys=None,
+        nodes_per_socket=args.nodes_per_socket,
+        interleave=args.interleave,
+        numactl=args.numactl or None,
+        visible_memory_nodes=None,
+        save_machine=str(path),
+        check_machine=None,
+    )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        pass
+    rc = run(plan_args)
+    flags = []
+    if args.nodes_per_socket is not None:
+        flags.append(f"--nodes-per-socket {args.nodes_per_socket}")
+    if args.interleave:
+        flags.append(f"--interleave {shlex.quote(args.interleave)}")
+    steps = [
+        "",
+        f"relaunch: {' '.join(flags)} is a BIOS change: nothing was stopped or started.",
+        f"  1. saved the planned machine and configuration to {path}",
+        "  2. stop the engine, change the BIOS setting above, reboot",
+        "  3. start the engine with the configuration above (VLLM_CPU_* and flags as listed)",
+        f"  4. check: numatop-llm plan --pid <new engine PID> --check-machine {path}",
+    ]
+    print("\n".join(steps), file=sys.stderr if args.json else sys.stdout)
+    return rc

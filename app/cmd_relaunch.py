@@ -35,6 +35,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kv-gib", type=float, metavar="X", help="VLLM_CPU_KVCACHE_SPACE (GiB per worker)")
     p.add_argument("--reserved-cpus", type=int, metavar="N", help="VLLM_CPU_NUM_OF_RESERVED_CPU")
     p.add_argument("--numactl", metavar="ARGS", help="start under numactl with these options ('' drops a prefix)")
+    p.add_argument(
+        "--nodes-per-socket", type=int, metavar="N", help="BIOS what-if (SNC/NPS): print the plan and the steps"
+    )
+    p.add_argument("--interleave", metavar="NODES", help="BIOS interleave what-if: print the plan and the steps")
     p.add_argument("--dry-run", action="store_true", help="show the diff and the verdict; change nothing")
     p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     p.add_argument("--force", action="store_true", help="relaunch even when the planner predicts oom/error")
@@ -158,6 +162,10 @@ def run_relaunch(args: argparse.Namespace) -> int:
     from app.launcher import CaptureError, Relaunch, capture, diff
 
     numactl = _check_args(args)
+    if args.nodes_per_socket is not None or args.interleave:  # a BIOS change: software cannot apply it (#17)
+        from app.cmd_plan import bios_relaunch
+
+        return bios_relaunch(args)
     try:
         old = capture(args.pid)
     except CaptureError as exc:

@@ -536,6 +536,7 @@ class NumatopApp(App[None]):
         try:
             import app.planner as planner
             from app.planbridge import model_path
+            from app.planner import machineplan
 
             path = model_path(engine)
             if path is None:
@@ -569,6 +570,7 @@ class NumatopApp(App[None]):
                 can_relaunch=live,
                 why_not=why,
                 engine=engine,
+                machine_whatif=machineplan,
             ),
             self._whatif_done,
         )
@@ -591,16 +593,21 @@ class NumatopApp(App[None]):
             )
         return out
 
-    def _whatif_done(self, cfg: Any) -> None:
-        if cfg is None or self.state.engine is None:
+    def _whatif_done(self, result: Any) -> None:
+        if result is None or self.state.engine is None:
             return
+        # (config, numactl options, env) when the what-if changes the launch line (issue #17)
+        cfg, numactl, env = result if isinstance(result, tuple) else (result, None, None)
         pid = self.state.engine.root_pid
-        screen = RelaunchScreen(f"Relaunching engine {pid} with {cfg.summary()}")
+        launch = f" under numactl {' '.join(numactl)}" if numactl else ""
+        screen = RelaunchScreen(f"Relaunching engine {pid} with {cfg.summary()}{launch}")
         self.push_screen(screen)
-        self.relaunch(pid, cfg, screen)
+        self.relaunch(pid, cfg, screen, numactl, env)
 
     @work(thread=True, exclusive=True, group="relaunch", exit_on_error=False)
-    def relaunch(self, pid: int, cfg: Any, screen: RelaunchScreen) -> None:
+    def relaunch(
+        self, pid: int, cfg: Any, screen: RelaunchScreen, numactl: list[str] | None = None, env: Any = None
+    ) -> None:
         def ui(fn, *a) -> None:
             self.call_from_thread(fn, *a)
 
@@ -612,7 +619,9 @@ class NumatopApp(App[None]):
             except CaptureError as exc:
                 ui(screen.finish, False, str(exc))
                 return
-            new = old.with_plan(cfg)
+            new = old.with_plan(cfg, numactl_prefix=numactl)
+            if env:
+                new = new.with_changes(env=env)
             plan = None
             snap = self.state.last_engine
             if snap is not None and snap.engine is not None:

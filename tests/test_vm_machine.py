@@ -86,3 +86,26 @@ def test_merged_node_whatif_matches_a_guest_booted_merged(numa_vm: NumaVm) -> No
     )
     for ra, rb in zip(a.ranks, b.ranks, strict=True):
         assert abs(ra.node_total_bytes - rb.node_total_bytes) <= 0.03 * rb.node_total_bytes
+    # the operator's check after the reboot: `plan --check-machine FILE` in the guest booted merged
+    from app.planner.machineplan import build, plan, save
+
+    w = build(seed8, nodes_per_socket=1)
+    p, cost = plan(model, w, cfg)
+    share = numa_vm.guest("seed8-snc-off").share
+    save(share / "expected.json", w, cfg, p, cost)
+    res = numa_vm.run(
+        "seed8-snc-off",
+        ".venv/bin/python -m app.cli plan --demo --topology live --check-machine /vmshare/expected.json --json",
+        timeout=180,
+    )
+    assert res.returncode == 1, res.stderr  # the machine matches; the 61 GiB model does not fit 2 GiB nodes
+    check = json.loads(res.stdout)["machine_check"]
+    assert check == {"expected": "1 node(s) per socket (SNC off / NPS1)", "matches": True, "differences": []}
+    # and the 8-node guest is not that machine
+    (numa_vm.guest("seed8").share / "expected.json").write_text((share / "expected.json").read_text())
+    res = numa_vm.run(
+        "seed8",
+        ".venv/bin/python -m app.cli plan --demo --topology live --check-machine /vmshare/expected.json --json",
+        timeout=180,
+    )
+    assert json.loads(res.stdout)["machine_check"]["differences"] == ["expected 2 nodes, the kernel reports 8"]

@@ -37,8 +37,8 @@ class WhatIfScreen(Screen[Any]):
     ]
     DEFAULT_CSS = """
     WhatIfScreen { background: $background; }
-    WhatIfScreen #form { height: auto; }
-    WhatIfScreen #form Vertical { width: 1fr; height: auto; }
+    WhatIfScreen #form, WhatIfScreen #machine { height: auto; }
+    WhatIfScreen #form Vertical, WhatIfScreen #machine Vertical { width: 1fr; height: auto; }
     WhatIfScreen #form Label { padding: 0 1; color: $text-muted; }
     WhatIfScreen Input { width: 1fr; margin: 0 1; }
     WhatIfScreen #verdict { padding: 0 1; height: auto; }
@@ -61,6 +61,7 @@ class WhatIfScreen(Screen[Any]):
         can_relaunch: bool = True,
         why_not: str = "",
         engine: Any = None,
+        machine_whatif: Any = None,
     ) -> None:
         super().__init__()
         self.planner = planner
@@ -75,6 +76,12 @@ class WhatIfScreen(Screen[Any]):
         self.engine = engine
         self.plan: Any = None
         self.candidates: list[Any] = []
+        #: ``app.planner.machineplan`` when the machine options are offered (nodes per socket, interleave, numactl)
+        self.machine_whatif = machine_whatif
+        #: the machine what-if of the form (None: the machine as it is), its cost, and the form's key
+        self.what: Any = None
+        self.placement: Any = None
+        self._what_key: tuple[str, ...] | None = None
 
     def compose(self) -> ComposeResult:
         c = self.config
@@ -95,6 +102,17 @@ class WhatIfScreen(Screen[Any]):
                     with Vertical():
                         yield Label(label)
                         yield Input(value=value, id=key, placeholder="unset" if key == "kv" else "", compact=True)
+            if self.machine_whatif is not None:
+                with Horizontal(id="machine"):
+                    for key, label, hint in (
+                        ("nps", "nodes/socket (BIOS)", "as is"),
+                        ("interleave", "interleave (BIOS)", "e.g. 0-3|4-7"),
+                        ("numactl", "numactl", "e.g. --interleave=0-3"),
+                        ("visible", "CPU_VISIBLE_MEMORY_NODES", "all"),
+                    ):
+                        with Vertical():
+                            yield Label(label)
+                            yield Input(value="", id=key, placeholder=hint, compact=True)
             yield Static(id="verdict")
             yield Button("Relaunch with this plan (Enter)", id="go", variant="primary", compact=True)
             yield DataTable(id="ranks", cursor_type="none", zebra_stripes=True)
@@ -140,9 +158,40 @@ class WhatIfScreen(Screen[Any]):
             return None, str(exc).splitlines()[0]
         return cfg, None
 
+    def _form_machine(self) -> str | None:
+        """Derive the machine what-if from the machine inputs (cached); a problem as one line, else None."""
+        if self.machine_whatif is None:
+            return None
+        key = tuple(self.query_one(f"#{k}", Input).value.strip() for k in ("nps", "interleave", "numactl", "visible"))
+        if key == self._what_key:
+            return None if self.what is not None else self._what_problem
+        self._what_key = key
+        nps, interleave, numactl, visible = key
+        self.what, self._what_problem = None, None
+        try:
+            n = int(nps) if nps else None
+        except ValueError:
+            self._what_problem = f"nodes/socket must be a whole number, not {nps!r}"
+            return self._what_problem
+        try:
+            self.what = self.machine_whatif.build(
+                self.topology,
+                nodes_per_socket=n,
+                interleave=interleave or None,
+                numactl=numactl or None,
+                visible_nodes=visible or None,
+            )
+        except ValueError as exc:
+            self._what_problem = str(exc)
+        return self._what_problem
+
+    _what_problem: str | None = None
+
     @on(Input.Changed)
-    def _changed(self) -> None:
+    def _changed(self, event: Input.Changed) -> None:
         self.recompute()
+        if event.input.id in ("nps", "interleave", "numactl", "visible") and self.what is not None:
+            self.solve()
 
     @on(Input.Submitted)
     def _submitted(self) -> None:
@@ -154,18 +203,34 @@ class WhatIfScreen(Screen[Any]):
         ranks = self.query_one("#ranks", DataTable)
         findings = self.query_one("#findings", Static)
         ranks.clear()
-        if cfg is None:
+        problem = problem or self._form_machine()
+        if cfg is None or problem:
             self.plan = None
             verdict.update(Text(f"✖ {problem}", style="bold red"))
             findings.update("")
             return
         self.config = cfg
-        self.plan = plan = self.planner.make_plan(self.model, self.topology, cfg, engine=self.engine)
+        if self.what is not None:
+            self.plan, self.placement = self.machine_whatif.plan(self.model, self.what, cfg, engine=self.engine)
+            plan = self.plan
+        else:
+            self.plan = plan = self.planner.make_plan(self.model, self.topology, cfg, engine=self.engine)
         v = str(plan.verdict)
         line = Text.assemble(("Prediction: ", "bold"), (f" {v.upper()} ", VERDICT_STYLE.get(v, "bold")))
         line.append(f"  {cfg.summary()}")
         if plan.kv_tokens:
             line.append(f"  · KV {plan.kv_tokens:,} tokens")
+        if self.what is not None and self.placement is not None:
+            m = self.what.machine
+            line.append("\nMachine: ", style="bold")
+            line.append(f"{m.label}")
+            if self.what.launch is not None:
+                line.append(f" · {self.what.launch.summary()}")
+            if m.needs_reboot:
+                line.append("  (BIOS change: applied after a reboot)", style="yellow")
+            line.append("\nWhat you give up: ", style="bold")
+            remote = self.placement.mean_remote_share
+            line.append(self.placement.headline(), style="bold yellow" if remote >= 0.25 else "")
         if not self.can_relaunch:
             line.append(f"\n{self.why_not}", style="dim")
         verdict.update(line)
@@ -182,7 +247,10 @@ class WhatIfScreen(Screen[Any]):
                 Text(str(r.verdict), style=VERDICT_STYLE.get(str(r.verdict), "")),
             )
         lines = Text()
-        for i, f in enumerate((*plan.errors, *plan.findings)):
+        extra = (
+            (*self.what.machine.changes, *self.placement.findings) if self.what is not None and self.placement else ()
+        )
+        for i, f in enumerate((*plan.errors, *extra, *plan.findings)):
             if i:
                 lines.append("\n")
             lines.append("• " + f, style="red" if i < len(plan.errors) else "")
@@ -195,8 +263,13 @@ class WhatIfScreen(Screen[Any]):
 
     @work(thread=True, exclusive=True, group="solve")
     def solve(self) -> None:
+        what = self.what
         try:
-            cands = self.planner.solve(self.model, self.topology, self.base, limit=12, engine=self.engine)
+            if what is not None:
+                ranked = self.machine_whatif.solve_ranked(self.model, what, self.base, 12, engine=self.engine)
+                cands = [c for c, _ in ranked]
+            else:
+                cands = self.planner.solve(self.model, self.topology, self.base, limit=12, engine=self.engine)
         except Exception as exc:
             self.app.call_from_thread(self.notify, f"solver failed: {exc}", severity="error")
             return
@@ -254,6 +327,18 @@ class WhatIfScreen(Screen[Any]):
                 severity="error",
                 timeout=6,
             )
+            return
+        what = self.what
+        if what is not None and what.machine.needs_reboot:
+            self.notify(
+                "a BIOS change cannot be relaunched: apply it, reboot, then check with "
+                "`numatop-llm relaunch --pid N " + self.machine_whatif.cli_words(what) + "` (prints the steps)",
+                severity="warning",
+                timeout=10,
+            )
+            return
+        if what is not None and what.launch is not None and (what.launch.numactl or what.launch.visible_nodes):
+            self.dismiss((self.config, list(what.launch.numactl), what.launch.env()))
             return
         self.dismiss(self.config)
 

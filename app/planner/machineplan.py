@@ -31,6 +31,8 @@ class MachineWhatIf:
     #: the topology vLLM's workers see (CPUs narrowed by numactl, memory nodes by CPU_VISIBLE_MEMORY_NODES)
     topology: Topology
     notes: tuple[str, ...] = field(default=())
+    #: the machine options as ``plan``/``relaunch`` flags (``--nodes-per-socket 1``)
+    machine_args: tuple[str, ...] = field(default=())
 
     @property
     def changed(self) -> bool:
@@ -63,7 +65,19 @@ def build(
     if numactl or visible_nodes:
         launch = parse_launch(numactl, machine.topology, visible_nodes)
     topo, notes = topology_for_vllm(machine.topology, launch)
-    return MachineWhatIf(machine=machine, launch=launch, topology=topo, notes=tuple(notes))
+    margs: list[str] = []
+    if nodes_per_socket is not None:
+        margs += ["--nodes-per-socket", str(nodes_per_socket)]
+    if interleave:
+        margs += ["--interleave", interleave]
+    return MachineWhatIf(machine=machine, launch=launch, topology=topo, notes=tuple(notes), machine_args=tuple(margs))
+
+
+def cli_words(what: MachineWhatIf) -> str:
+    """The BIOS what-if as command-line flags, shell-quoted."""
+    import shlex
+
+    return shlex.join(what.machine_args)
 
 
 def plan(
@@ -129,3 +143,37 @@ def print_machine_cost(pl: Placement, console: Any) -> None:
     console.print(f"[bold]what you give up[/]: {pl.headline()}")
     for f in pl.findings:
         console.print(f"  • {f}")
+
+
+def save(path: Any, what: MachineWhatIf, config: PlanConfig, p: Plan, pl: Placement) -> None:
+    """Write the what-if machine (its topology as the kernel would report it), the configuration and the
+    predicted verdict, for ``plan --check-machine`` after the reboot."""
+    import json
+
+    doc = {
+        "label": what.machine.label,
+        "changes": list(what.machine.changes),
+        "machine_args": list(what.machine_args),
+        "topology": what.machine.topology.model_dump(mode="json"),
+        "config": config.model_dump(mode="json"),
+        "verdict": p.verdict,
+        "placement": pl.to_json(),
+    }
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    tmp.replace(path)
+
+
+def load(path: Any) -> dict[str, Any]:
+    """Read a file written by :func:`save` (ValueError when it is not one)."""
+    import json
+
+    doc = json.loads(path.read_text())
+    if not isinstance(doc, dict) or "topology" not in doc or "config" not in doc:
+        raise ValueError("not a machine what-if saved by plan --save-machine")
+    return {
+        "label": str(doc.get("label", "")),
+        "topology": Topology.model_validate(doc["topology"]),
+        "config": PlanConfig.model_validate(doc["config"]),
+        "verdict": doc.get("verdict"),
+    }

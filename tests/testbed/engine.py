@@ -563,13 +563,15 @@ def start_engine(
     keep_log: bool = False,
     warm_up: bool = False,
     die_with_parent: bool = True,
+    prefix: Sequence[str] = (),
 ) -> RunningEngine:
     """Start ``vllm serve`` on the tiny model and wait until /health answers; the caller must stop it.
 
     ``bind`` None → :func:`default_bind`. ``extra_env`` values of None remove a variable. A start-up
     failure stops what was started and raises :class:`EngineStartError` with the log's tail.
     ``die_with_parent``: the engine gets SIGTERM when the calling *thread* ends (a killed pytest
-    leaves no engine behind); pass False when starting from a short-lived thread.
+    leaves no engine behind); pass False when starting from a short-lived thread. ``prefix``: a
+    command that execs vllm (``["numactl", "--interleave=0"]``), so the API server keeps its PID.
     """
     reason = testbed_ready()
     if reason:
@@ -623,7 +625,7 @@ def start_engine(
         log.write(("$ " + " ".join(argv) + f"\n# VLLM_CPU_OMP_THREADS_BIND={bind}\n").encode())
         log.flush()
         proc = subprocess.Popen(
-            argv,
+            [*prefix, *argv],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
