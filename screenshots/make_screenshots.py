@@ -44,7 +44,7 @@ async def shoot(
         for k in keys:
             await pilot.press(k)
             await pilot.pause(0.4)
-        if keys and keys[-1] == "w":
+        if keys and (keys[-1] == "w" or "w" in keys):
             await pilot.pause(1.5)  # the solver's table
         path = HERE / f"{name}.svg"
         app.save_screenshot(filename=path.name, path=str(HERE))
@@ -66,6 +66,9 @@ async def main(real: bool) -> None:
     shots.append(await shoot(replay_app(list(demo_frames())), "demo-after-kill", (100, 30)))
     shots.append(await shoot(replay_app(demo_upto(29)), "demo-processes", (100, 30), ("2", "down", "down")))
     shots.append(await shoot(replay_app(demo_upto(29)), "demo-whatif", (100, 30), ("w",)))
+    # the machine what-if: back from the Relaunch button to "nodes/socket (BIOS)", type 1 (SNC off)
+    snc_off = ("w", "shift+tab", "shift+tab", "shift+tab", "shift+tab", "1")
+    shots.append(await shoot(replay_app(demo_upto(29)), "demo-whatif-snc-off", (100, 30), snc_off))
     shots.append(await shoot(replay_app(list(demo_frames())), "demo-memory", (100, 30), ("3",)))
     shots.append(await shoot(replay_app(demo_upto(29)), "help", (100, 30), ("question_mark",)))
     with tempfile.TemporaryDirectory() as tmp:
