@@ -51,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    from app.cli import UsageError
+    from numatop_llm.commands.common import UsageError
 
     for name in ("tp", "pp", "max_model_len", "max_num_seqs", "limit"):
         v = getattr(args, name, None)
@@ -71,9 +71,9 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def _topology(args: argparse.Namespace):
-    from app.cli import UsageError
-    from probes.roots import SysRoots
-    from probes.topology import read_topology
+    from numatop_llm.commands.common import UsageError
+    from numatop_llm.probes.roots import SysRoots
+    from numatop_llm.probes.topology import read_topology
 
     which = args.topology or ("demo" if args.demo and args.pid is None else "live")
     if which == "demo":
@@ -101,9 +101,9 @@ def demo_topology():
     import os
     import tempfile
 
-    import app.seedbox as seedbox
-    from probes.models import Topology
-    from probes.topology import read_topology
+    import numatop_llm.demo.seedbox as seedbox
+    from numatop_llm.probes.models import Topology
+    from numatop_llm.probes.topology import read_topology
 
     try:
         key = hashlib.sha256(Path(seedbox.__file__).read_bytes()).hexdigest()[:16]
@@ -130,10 +130,10 @@ def demo_topology():
 
 
 def _engine(args: argparse.Namespace):
-    from app.cli import UsageError
-    from probes.engine import NoSuchProcess
-    from probes.roots import SysRoots
-    from probes.snapshot import SnapshotReader
+    from numatop_llm.commands.common import UsageError
+    from numatop_llm.probes.engine import NoSuchProcess
+    from numatop_llm.probes.roots import SysRoots
+    from numatop_llm.probes.snapshot import SnapshotReader
 
     roots = SysRoots.at(args.proc, args.sys)
     if args.pid <= 0 or not (roots.proc / str(args.pid)).is_dir():
@@ -148,8 +148,8 @@ def _engine(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from app.cli import UsageError
-    from app.planner import ModelError, PlanConfig, config_from_engine, load_model, make_plan, seed_model, solve
+    from numatop_llm.commands.common import UsageError
+    from numatop_llm.planner import ModelError, PlanConfig, config_from_engine, load_model, make_plan, seed_model, solve
 
     _check_args(args)
     engine = _engine(args) if args.pid is not None else None
@@ -157,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
         if args.model:
             model = load_model(args.model)
         elif engine is not None:
-            from app.planbridge import model_path
+            from numatop_llm.monitor.planbridge import model_path
 
             path = model_path(engine)
             if path is None:
@@ -199,7 +199,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         from rich.console import Console
 
-        from app.planner.render import print_candidates, print_plan
+        from numatop_llm.planner.render import print_candidates, print_plan
 
         console = Console(width=None if sys.stdout.isatty() else 160)
         print_plan(plan, console)
