@@ -11,8 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from probes.cpulist import format_cpulist
-from probes.kernel_log import OomKill
+from numatop_llm.probes.cpulist import format_cpulist
+from numatop_llm.probes.kernel_log import OomKill
 
 GIB = 2**30
 

@@ -16,7 +16,7 @@ from typing import IO
 
 from pydantic import ValidationError
 
-from probes.models import Snapshot
+from numatop_llm.probes.models import Snapshot
 
 FORMAT = "numatop-llm-recording"
 VERSION = 1

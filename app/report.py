@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from probes.cpulist import format_cpulist
-from probes.models import Process, Snapshot
+from numatop_llm.probes.cpulist import format_cpulist
+from numatop_llm.probes.models import Process, Snapshot
 
 
 def gib(n: int | float | None) -> str:

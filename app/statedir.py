@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from probes.models import Engine, Role, Topology
+from numatop_llm.probes.models import Engine, Role, Topology
 
 
 def state_dir() -> Path:
@@ -58,7 +58,7 @@ MAX_GONE = 64
 
 
 def _boot_time() -> float | None:
-    from probes.kernel_log import boot_time
+    from numatop_llm.probes.kernel_log import boot_time
 
     return boot_time()
 

@@ -44,9 +44,9 @@ def main(argv: list[str] | None = None) -> int:
 
     baseline = wall([sys.executable, "-c", "pass"], args.cli_rounds)
 
-    from app.planner import seed_model, solve
-    from app.planner.solve import candidate_configs
-    from app.seedbox import seed_topology
+    from numatop_llm.demo.seedbox import seed_topology
+    from numatop_llm.planner import seed_model, solve
+    from numatop_llm.planner.solve import candidate_configs
 
     model, topo = seed_model(), seed_topology()
     t0, c0 = time.perf_counter(), time.process_time()
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         solve(model, topo, limit=1000)
         warm.append(time.perf_counter() - t0)
     warm_med = statistics.median(warm)
-    cli = wall([sys.executable, "-m", "app.cli", "plan", "--demo", "--solve", "--json"], args.cli_rounds)
+    cli = wall([sys.executable, "-m", "numatop_llm", "plan", "--demo", "--solve", "--json"], args.cli_rounds)
 
     n_cfg = len(candidate_configs(model, topo, cands[0].config.model_copy(update={"tp": 1, "bind": "auto"})))
     print(f"machine: {platform.machine()} {platform.python_implementation()} {platform.python_version()}")

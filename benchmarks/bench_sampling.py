@@ -34,10 +34,10 @@ from pathlib import Path
 
 from benchmarks.common import Table, machine, ms, ratio, run_cpu
 from benchmarks.synthetic_engine import NotEnoughMemory, SyntheticEngine
-from probes.engine import EngineReader
-from probes.numa_maps import read_numa_maps_bytes
-from probes.roots import SysRoots
-from probes.snapshot import CADENCE, SnapshotReader
+from numatop_llm.probes.engine import EngineReader
+from numatop_llm.probes.numa_maps import read_numa_maps_bytes
+from numatop_llm.probes.roots import SysRoots
+from numatop_llm.probes.snapshot import CADENCE, SnapshotReader
 
 GOAL = 0.5
 ROOTS = SysRoots()

@@ -26,10 +26,10 @@ import subprocess
 import sys
 import time
 
-from app.exporter import Exporter, serve
 from benchmarks.synthetic_engine import SyntheticEngine
-from probes.roots import SysRoots
-from probes.snapshot import NUMA_MAPS_MAX_AGE, SnapshotReader
+from numatop_llm.exporter import Exporter, serve
+from numatop_llm.probes.roots import SysRoots
+from numatop_llm.probes.snapshot import NUMA_MAPS_MAX_AGE, SnapshotReader
 
 GOAL_MS = 20.0
 

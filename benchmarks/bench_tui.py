@@ -57,7 +57,9 @@ class Bare(App):
 Bare().run()
 """
 
-IMPORTS = "import app.cli, app.cmd_tui, app.sampler, app.tui"
+IMPORTS = (
+    "import numatop_llm.commands.cli, numatop_llm.commands.tui, numatop_llm.monitor.sources, numatop_llm.dashboard.app"
+)
 NO_HEAVY = (
     IMPORTS + "\nimport sys\nheavy = sorted(m for m in sys.modules if m.split('.')[0] in ('vllm', 'torch'))\n"
     "print('heavy:', ','.join(heavy) or 'none')"
@@ -75,8 +77,8 @@ def data_on_screen(host: str):
 
 def long_recording(path: Path, seconds: float) -> int:
     """The bundled demo looped until it lasts ``seconds`` (1 s between samples); returns samples."""
-    from app.demo import DEMO_FILE
-    from app.recording import Recording, write_recording
+    from numatop_llm.demo.story import DEMO_FILE
+    from numatop_llm.recording import Recording, write_recording
 
     story = list(Recording(DEMO_FILE))
     span = story[-1].taken_at - story[0].taken_at + 1.0

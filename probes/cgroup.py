@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from probes.cpulist import parse_cpulist
-from probes.models import Cgroup
-from probes.roots import SysRoots
-from probes.textio import Problems, read_text
+from numatop_llm.probes.cpulist import parse_cpulist
+from numatop_llm.probes.models import Cgroup
+from numatop_llm.probes.roots import SysRoots
+from numatop_llm.probes.textio import Problems, read_text
 
 #: v1 reports "no limit" as a page-aligned huge number
 _V1_UNLIMITED = 1 << 60

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from probes.roots import SysRoots
-from probes.textio import Problems, read_text
+from numatop_llm.probes.roots import SysRoots
+from numatop_llm.probes.textio import Problems, read_text
 
 
 def parse_proc_stat(text: str) -> dict[int, tuple[int, int]]:

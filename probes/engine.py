@@ -8,10 +8,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from probes.cgroup import cgroup_path, read_cgroup
-from probes.models import Cgroup, Engine, EngineConfig, NumaMaps, Process, Role, Thread
-from probes.numa_maps import read_numa_maps
-from probes.process import (
+from numatop_llm.probes.cgroup import cgroup_path, read_cgroup
+from numatop_llm.probes.models import Cgroup, Engine, EngineConfig, NumaMaps, Process, Role, Thread
+from numatop_llm.probes.numa_maps import read_numa_maps
+from numatop_llm.probes.process import (
     ProcBasics,
     children_map,
     list_pids,
@@ -22,11 +22,11 @@ from probes.process import (
     relevant_env,
     user_name,
 )
-from probes.roots import SysRoots
-from probes.secrets import mask_argv
-from probes.textio import Problems
-from probes.threads import ThreadReader
-from probes.vllm import SHELLS, RoleInfo, classify, engine_config, vllm_version_near
+from numatop_llm.probes.roots import SysRoots
+from numatop_llm.probes.secrets import mask_argv
+from numatop_llm.probes.textio import Problems
+from numatop_llm.probes.threads import ThreadReader
+from numatop_llm.probes.vllm import SHELLS, RoleInfo, classify, engine_config, vllm_version_near
 
 #: one sample stops reading numa_maps once its reads took this long (the rest wait for later samples)
 NUMA_MAPS_SAMPLE_BUDGET = 0.25

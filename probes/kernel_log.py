@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from probes.cpulist import parse_cpulist
+from numatop_llm.probes.cpulist import parse_cpulist
 
 
 class OomKill(BaseModel):

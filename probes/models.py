@@ -10,7 +10,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from probes.kernel_log import OomKill
+from numatop_llm.probes.kernel_log import OomKill
 
 
 class Frozen(BaseModel):

@@ -11,9 +11,9 @@ import re
 import time
 from pathlib import Path
 
-from probes.cpulist import parse_cpulist
-from probes.models import NumaMaps, Policy
-from probes.textio import Problems, describe_oserror
+from numatop_llm.probes.cpulist import parse_cpulist
+from numatop_llm.probes.models import NumaMaps, Policy
+from numatop_llm.probes.textio import Problems, describe_oserror
 
 _HEX = b"0123456789abcdefABCDEF"
 #: one page count per node: `` N1=51200`` (a whole token)

@@ -7,10 +7,10 @@ import pwd
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from probes.cpulist import parse_cpulist
-from probes.secrets import mask_env
-from probes.textio import Problems, describe_oserror, read_text
-from probes.threads import parse_stat
+from numatop_llm.probes.cpulist import parse_cpulist
+from numatop_llm.probes.secrets import mask_env
+from numatop_llm.probes.textio import Problems, describe_oserror, read_text
+from numatop_llm.probes.threads import parse_stat
 
 #: environment names kept in snapshots (values of secrets are masked anyway)
 ENV_PREFIXES = ("VLLM_", "OMP_", "GOMP_", "KMP_", "MKL_", "LD_PRELOAD", "HF_", "TORCH", "PYTORCH_", "CUDA_VISIBLE")

@@ -6,12 +6,12 @@ import os
 import socket
 import time
 
-from probes.cpuload import CpuLoadReader
-from probes.engine import EngineReader, NoSuchProcess
-from probes.models import Snapshot, Topology
-from probes.roots import SysRoots
-from probes.textio import read_text
-from probes.topology import read_nodes_memory, read_topology
+from numatop_llm.probes.cpuload import CpuLoadReader
+from numatop_llm.probes.engine import EngineReader, NoSuchProcess
+from numatop_llm.probes.models import Snapshot, Topology
+from numatop_llm.probes.roots import SysRoots
+from numatop_llm.probes.textio import read_text
+from numatop_llm.probes.topology import read_nodes_memory, read_topology
 
 
 def kernel_release(roots: SysRoots) -> str:

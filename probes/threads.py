@@ -19,9 +19,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from probes.cpulist import parse_cpulist
-from probes.models import Thread
-from probes.textio import Problems, read_text
+from numatop_llm.probes.cpulist import parse_cpulist
+from numatop_llm.probes.models import Thread
+from numatop_llm.probes.textio import Problems, read_text
 
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 

@@ -6,10 +6,10 @@ import os
 import re
 from pathlib import Path
 
-from probes.cpulist import parse_cpulist, parse_cpumask
-from probes.models import Cpu, Node, NodeMemory, Package, Topology
-from probes.roots import SysRoots
-from probes.textio import Problems, read_int, read_text
+from numatop_llm.probes.cpulist import parse_cpulist, parse_cpumask
+from numatop_llm.probes.models import Cpu, Node, NodeMemory, Package, Topology
+from numatop_llm.probes.roots import SysRoots
+from numatop_llm.probes.textio import Problems, read_int, read_text
 
 _NODE_DIR = re.compile(r"^node(\d+)$")
 _CPU_DIR = re.compile(r"^cpu(\d+)$")

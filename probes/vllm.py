@@ -12,9 +12,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from probes.models import EngineConfig, Role
-from probes.process import relevant_env
-from probes.secrets import mask_argv
+from numatop_llm.probes.models import EngineConfig, Role
+from numatop_llm.probes.process import relevant_env
+from numatop_llm.probes.secrets import mask_argv
 
 _WORKER = re.compile(r"^(?:VLLM::)?Worker(?:_PP(\d+))?(?:_TP(\d+))?(?:_[A-Z]+\d+)*$")
 _ENGINE = re.compile(r"^(?:VLLM::)?EngineCore(?:_DP\d+)?$")

@@ -20,9 +20,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 os.environ.setdefault("TZ", "UTC")
 
-from app.sampler import LiveSource  # noqa: E402
-from app.seedbox import write_box_sysfs  # noqa: E402
-from app.tui import NumatopApp  # noqa: E402
+from numatop_llm.dashboard.app import NumatopApp  # noqa: E402
+from numatop_llm.demo.seedbox import write_box_sysfs  # noqa: E402
+from numatop_llm.monitor.sources import LiveSource  # noqa: E402
 from tests.tui_support import (  # noqa: E402
     demo_frames,
     demo_upto,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from probes.roots import SysRoots
+from numatop_llm.probes.roots import SysRoots
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
@@ -37,7 +37,7 @@ def expected(path: Path) -> dict:
 
 @pytest.fixture(scope="session")
 def seed_roots(tmp_path_factory: pytest.TempPathFactory) -> SysRoots:
-    from app.seedbox import write_seed_sysfs
+    from numatop_llm.demo.seedbox import write_seed_sysfs
 
     return write_seed_sysfs(tmp_path_factory.mktemp("seedbox"))
 

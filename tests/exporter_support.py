@@ -29,8 +29,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from probes.roots import SysRoots
-from probes.topology import read_topology
+from numatop_llm.probes.roots import SysRoots
+from numatop_llm.probes.topology import read_topology
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -212,7 +212,7 @@ class ExporterProcess:
 
     def __enter__(self) -> ExporterProcess:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "export", *self.args],
+            [sys.executable, "-m", "numatop_llm", "export", *self.args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -8,10 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from probes.engine import EngineReader
-from probes.roots import SysRoots
-from probes.snapshot import SnapshotReader
-from probes.topology import read_topology
+from numatop_llm.probes.engine import EngineReader
+from numatop_llm.probes.roots import SysRoots
+from numatop_llm.probes.snapshot import SnapshotReader
+from numatop_llm.probes.topology import read_topology
 
 
 def _copy_seed(seed_roots: SysRoots, tmp_path: Path) -> SysRoots:
@@ -40,15 +40,10 @@ def test_truncated_and_garbled_node_files(seed_roots, tmp_path):
 # nobody cannot enter): everything the command needs is imported first.
 AS_NOBODY = """
 import os, sys, json, argparse, importlib, pwd
-import app.cli, app.report, probes.engine, probes.snapshot
-for m in app.cli.COMMAND_MODULES:
-    try:
-        importlib.import_module(m)
-    except ModuleNotFoundError:
-        pass
+import numatop_llm.commands.cli, numatop_llm.report, numatop_llm.probes.engine, numatop_llm.probes.snapshot
 if os.geteuid() == 0:
     os.setgroups([]); os.setgid(65534); os.setuid(65534)
-sys.exit(app.cli.main(["snapshot", "--json", "--pid", "1"]))
+sys.exit(numatop_llm.commands.cli.main(["snapshot", "--json", "--pid", "1"]))
 """
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from app.diagnoses import diagnose
-from app.state import AppState
-from probes.models import NodeMemory, Policy, Snapshot, Thread
+from numatop_llm.monitor.diagnoses import diagnose
+from numatop_llm.monitor.state import AppState
+from numatop_llm.probes.models import NodeMemory, Policy, Snapshot, Thread
 from tests.tui_support import demo_frames, demo_upto
 
 GIB = 2**30

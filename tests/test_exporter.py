@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from prometheus_client import generate_latest
 
-from app.exporter import WILL_OOM_MIN_BYTES, Exporter, parse_listen
-from probes.engine import discover_engines
-from probes.roots import SysRoots
-from probes.snapshot import SnapshotReader
+from numatop_llm.exporter import WILL_OOM_MIN_BYTES, Exporter, parse_listen
+from numatop_llm.probes.engine import discover_engines
+from numatop_llm.probes.roots import SysRoots
+from numatop_llm.probes.snapshot import SnapshotReader
 from tests.conftest import IN_CI
 from tests.exporter_support import MemoryCgroup, VllmShapedTree, parse_metrics
 
@@ -287,7 +287,7 @@ def test_listen_addresses(text, want):
 
 def test_remembers_the_engine_for_explain(tmp_path, numactl, monkeypatch):
     """A headless host has no TUI: the exporter keeps the last-engine record ``explain`` reads after a -9."""
-    from app.statedir import last_engine
+    from numatop_llm.statedir import last_engine
 
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     with VllmShapedTree(tmp_path / "tree", tp=2, mib=8, threads=2) as t:
@@ -304,8 +304,8 @@ def test_remembers_the_engine_for_explain(tmp_path, numactl, monkeypatch):
 
 def test_the_headless_exporter_never_imports_textual():
     code = (
-        "import sys, app.exporter, app.cmd_export, app.cli\n"
-        "app.cli.build_parser()\n"
+        "import sys, numatop_llm.exporter, numatop_llm.commands.export, numatop_llm.commands.cli\n"
+        "numatop_llm.commands.cli.build_parser()\n"
         "print(sorted(m for m in sys.modules if m == 'textual' or m.startswith('textual.'))[:3])\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

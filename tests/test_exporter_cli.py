@@ -18,7 +18,7 @@ from tests.exporter_support import ExporterProcess, parse_metrics
 
 def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args], capture_output=True, text=True, timeout=timeout, cwd=REPO
+        [sys.executable, "-m", "numatop_llm", *args], capture_output=True, text=True, timeout=timeout, cwd=REPO
     )
 
 
@@ -44,7 +44,7 @@ def test_binds_loopback_by_default():
     assert "127.0.0.1:9464" in help_text
     # the default address, for real: either it serves on 127.0.0.1:9464 or it says that is taken
     proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "export", "--interval", "1", "--no-kernel-log"],
+        [sys.executable, "-m", "numatop_llm", "export", "--interval", "1", "--no-kernel-log"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -75,7 +75,7 @@ def test_a_bare_port_also_means_loopback_only():
 
 def test_any_interface_only_when_asked_and_with_a_note():
     proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "export", "--listen", "0.0.0.0:0", "--interval", "1", "--no-kernel-log"],
+        [sys.executable, "-m", "numatop_llm", "export", "--listen", "0.0.0.0:0", "--interval", "1", "--no-kernel-log"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from prometheus_client import generate_latest
 
-from app.exporter import Exporter
-from probes.roots import SysRoots
-from probes.snapshot import SnapshotReader
+from numatop_llm.exporter import Exporter
+from numatop_llm.probes.roots import SysRoots
+from numatop_llm.probes.snapshot import SnapshotReader
 from tests.conftest import IN_CI, REPO
 from tests.exporter_support import ExporterProcess, PrometheusServer, VllmShapedTree, family_names
 

@@ -7,13 +7,22 @@ import sys
 
 import pytest
 
-from probes.process import relevant_env
-from probes.secrets import mask_argv, mask_env
+from numatop_llm.probes.process import relevant_env
+from numatop_llm.probes.secrets import mask_argv, mask_env
 
-NO_TEXTUAL = ["probes", "probes.snapshot", "probes.engine", "app.cli", "app.report", "app.seedbox"]
+NO_TEXTUAL = [
+    "numatop_llm.probes",
+    "numatop_llm.probes.snapshot",
+    "numatop_llm.probes.engine",
+    "numatop_llm.commands.cli",
+    "numatop_llm.report",
+    "numatop_llm.demo.seedbox",
+]
 
 
-@pytest.mark.parametrize("module", [*NO_TEXTUAL, "app.planner", "app.launcher", "app.cmd_plan"])
+@pytest.mark.parametrize(
+    "module", [*NO_TEXTUAL, "numatop_llm.planner", "numatop_llm.launcher", "numatop_llm.commands.plan"]
+)
 def test_module_does_not_import_textual(module):
     code = (
         "import importlib, sys\n"
@@ -51,7 +60,7 @@ def test_secret_in_a_real_process_never_reaches_snapshot_output():
     p = subprocess.Popen([sys.executable, "-c", code, "vllm", "serve", "m", "--api-key", "sk-topsecret"], env=env)
     try:
         out = subprocess.run(
-            [sys.executable, "-m", "app.cli", "snapshot", "--json", "--pid", str(p.pid)],
+            [sys.executable, "-m", "numatop_llm", "snapshot", "--json", "--pid", str(p.pid)],
             capture_output=True,
             text=True,
             timeout=60,
@@ -62,7 +71,7 @@ def test_secret_in_a_real_process_never_reaches_snapshot_output():
         assert proc["env"]["HF_TOKEN"] == "****"
         assert proc["env"]["VLLM_CPU_KVCACHE_SPACE"] == "3"
         text = subprocess.run(
-            [sys.executable, "-m", "app.cli", "snapshot", "--pid", str(p.pid)],
+            [sys.executable, "-m", "numatop_llm", "snapshot", "--pid", str(p.pid)],
             capture_output=True,
             text=True,
             timeout=60,

@@ -23,8 +23,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from app.launcher.spec import LaunchSpec
-from app.launcher.system import HttpResult, ProcRef
+from numatop_llm.launcher.spec import LaunchSpec
+from numatop_llm.launcher.system import HttpResult, ProcRef
 
 # ----------------------------------------------------------------------------------------------
 # FakeSystem: fake clock, fake processes
@@ -471,7 +471,7 @@ def wait_health(port: int, timeout: float = 20.0) -> None:
 
 def tree_pids(pid: int) -> list[int]:
     """Live descendants of ``pid`` (itself included)."""
-    from app.launcher.system import LiveSystem
+    from numatop_llm.launcher.system import LiveSystem
 
     return [r.pid for r in LiveSystem().tree(pid)]
 

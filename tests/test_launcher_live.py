@@ -19,7 +19,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from app.launcher import OK, Journal, LiveSystem, ProcRef, Relaunch, capture
+from numatop_llm.launcher import OK, Journal, LiveSystem, ProcRef, Relaunch, capture
 from tests.test_launcher_fakes import fake_vllm_root, free_port, tree_pids
 
 SECRET = "hf_LiveSecretToken42"

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from app.launcher import FAILED, OK, RUNNING, SKIPPED, Journal, Relaunch, read_history
+from numatop_llm.launcher import FAILED, OK, RUNNING, SKIPPED, Journal, Relaunch, read_history
 from tests.test_launcher_fakes import FakeSystem, fake_spec
 
 MAIN = ["capture", "plan", "drain", "stop", "port", "cleanup", "start", "health", "verify"]
@@ -284,8 +284,8 @@ def test_launcher_and_its_commands_never_import_textual():
     import sys
 
     code = (
-        "import sys, app.launcher, app.launcher.relaunch, app.launcher.system, app.launcher.journal, app.cmd_relaunch\n"
-        "from app.cli import build_parser; build_parser()\n"
+        "import sys, numatop_llm.launcher, numatop_llm.launcher.relaunch, numatop_llm.launcher.system, numatop_llm.launcher.journal, numatop_llm.commands.relaunch\n"
+        "from numatop_llm.commands.cli import build_parser; build_parser()\n"
         "print(sorted(m for m in sys.modules if m == 'textual' or m.startswith('textual.')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

@@ -11,9 +11,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from app.launcher import CaptureError, capture, diff
-from app.launcher import argv as A
-from app.launcher.spec import cgroup_procs_files
+from numatop_llm.launcher import CaptureError, capture, diff
+from numatop_llm.launcher import argv as A
+from numatop_llm.launcher.spec import cgroup_procs_files
 from tests.test_launcher_fakes import fake_spec, fake_vllm_root, free_port
 
 SERVE = ["/v/bin/python3", "/v/bin/vllm", "serve", "/m", "--port", "8000"]
@@ -132,7 +132,7 @@ def test_capture_reads_the_api_server_exactly_through_any_process_of_its_tree(fa
 
 
 def _worker_of(pid: int, timeout: float = 20.0) -> int:
-    from app.launcher import LiveSystem
+    from numatop_llm.launcher import LiveSystem
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -196,7 +196,7 @@ def test_capture_records_the_cgroup_a_restart_must_join(fake_vllm, tmp_path):
 
 
 def test_fields_the_planner_fills_with_defaults_are_not_changes():
-    from app.launcher.spec import plan_changes
+    from numatop_llm.launcher.spec import plan_changes
 
     old = fake_spec()
     baseline = SimpleNamespace(tp=1, pp=1, bind="auto", kv_gib=1.0, gpu_memory_utilization=0.92, dtype=None)
@@ -209,7 +209,7 @@ def test_fields_the_planner_fills_with_defaults_are_not_changes():
 
 
 def test_with_plan_takes_the_planners_own_config():
-    planner = pytest.importorskip("app.planner")
+    planner = pytest.importorskip("numatop_llm.planner")
     old = fake_spec()
     base = planner.config_from_engine(old.config)
     assert old.with_plan(base).command() == old.command()

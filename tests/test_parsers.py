@@ -5,11 +5,11 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from probes.cgroup import parse_numa_stat
-from probes.cpulist import format_cpulist, parse_cpulist, parse_cpumask
-from probes.numa_maps import parse_numa_maps, parse_policy
-from probes.threads import parse_stat
-from probes.topology import parse_meminfo
+from numatop_llm.probes.cgroup import parse_numa_stat
+from numatop_llm.probes.cpulist import format_cpulist, parse_cpulist, parse_cpumask
+from numatop_llm.probes.numa_maps import parse_numa_maps, parse_policy
+from numatop_llm.probes.threads import parse_stat
+from numatop_llm.probes.topology import parse_meminfo
 
 NUMA_MAPS = """\
 55d0c0a00000 default file=/usr/bin/python3.11 mapped=120 mapmax=3 N0=120 kernelpagesize_kB=4

@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.planner import PlanConfig, config_from_engine, make_plan, seed_model, solve
-from app.planner.model import model_from_config
-from app.seedbox import NODE_BASE_USED_KIB, write_seed_sysfs
-from probes.models import EngineConfig
-from probes.topology import read_topology
+from numatop_llm.demo.seedbox import NODE_BASE_USED_KIB, write_seed_sysfs
+from numatop_llm.planner import PlanConfig, config_from_engine, make_plan, seed_model, solve
+from numatop_llm.planner.model import model_from_config
+from numatop_llm.probes.models import EngineConfig
+from numatop_llm.probes.topology import read_topology
 from tests.conftest import fixture_dirs, fixture_roots, require_shared
 
 GIB = 2**30
@@ -261,7 +261,7 @@ _BOX = []
 
 def _box():
     if not _BOX:
-        from app.seedbox import seed_topology
+        from numatop_llm.demo.seedbox import seed_topology
 
         _BOX.append(seed_topology())
     return _BOX[0]
@@ -413,7 +413,7 @@ def test_plan_json_has_exactly_the_issue_keys(seed, box):
 
 def test_running_engine_memory_counts_back_into_its_node(seed, box):
     """Planning a live engine: its workers' resident bytes would be freed by a relaunch."""
-    from probes.models import Engine, Process, Role
+    from numatop_llm.probes.models import Engine, Process, Role
 
     p0 = plan(seed, box, tp=4)
     workers = tuple(Process(pid=100 + i, role=Role.WORKER, rank=i, node_bytes={i: 20 * GIB}) for i in range(4))
@@ -431,9 +431,9 @@ def test_running_engine_memory_counts_back_into_its_node(seed, box):
 
 
 def test_exporter_bridge_uses_the_planner(seed, box, tmp_path):
-    """app.exporter.PlannerBridge turns a plan into per-rank headroom."""
-    from app.exporter import PlannerBridge
-    from probes.models import Engine, Process, Role
+    """numatop_llm.exporter.PlannerBridge turns a plan into per-rank headroom."""
+    from numatop_llm.exporter import PlannerBridge
+    from numatop_llm.probes.models import Engine, Process, Role
 
     model_dir = tmp_path / "DeepSeek-R1-Distill-Qwen-32B"
     model_dir.mkdir()
@@ -459,7 +459,7 @@ def test_exporter_bridge_uses_the_planner(seed, box, tmp_path):
 
 def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "app.cli", "plan", *args], capture_output=True, text=True, timeout=timeout, cwd=REPO
+        [sys.executable, "-m", "numatop_llm", "plan", *args], capture_output=True, text=True, timeout=timeout, cwd=REPO
     )
 
 
@@ -532,7 +532,7 @@ def test_cgroup_memory_limit_clamps_the_ranks_together(seed, box):
 
 def test_observed_bind_overrides_the_rule_for_the_engines_own_layout(box):
     """Two TP ranks that numa_maps shows both bound to node 0: the budget counts both there."""
-    from probes.models import Engine, Policy, Process, Role
+    from numatop_llm.probes.models import Engine, Policy, Process, Role
 
     tiny = model_from_config(TINY)
     bound0 = Policy(mode="bind", nodes=(0,), text="bind:0")

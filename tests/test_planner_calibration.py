@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from app.planner import PlanConfig, load_model, make_plan
-from probes.roots import LIVE
-from probes.topology import read_topology
+from numatop_llm.planner import PlanConfig, load_model, make_plan
+from numatop_llm.probes.roots import LIVE
+from numatop_llm.probes.topology import read_topology
 
 pytestmark = pytest.mark.vllm
 
@@ -94,7 +94,7 @@ def test_plan_from_a_running_engine(vllm_engine_tp2):
     engine = vllm_engine_tp2
     repo = Path(__file__).resolve().parent.parent
     r = subprocess.run(
-        [sys.executable, "-m", "app.cli", "plan", "--pid", str(engine.pid), "--json"],
+        [sys.executable, "-m", "numatop_llm", "plan", "--pid", str(engine.pid), "--json"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -104,7 +104,7 @@ def test_plan_from_a_running_engine(vllm_engine_tp2):
     out = json.loads(r.stdout)
     assert [x["rank"] for x in out["ranks"]] == [0, 1]
     # each worker binds memory to the node of the first CPU of its list (0|1 here: both on node 0)
-    from probes.cpulist import format_cpulist, parse_cpulist
+    from numatop_llm.probes.cpulist import format_cpulist, parse_cpulist
 
     lists = [sorted(parse_cpulist(x)) for x in engine.bind.split("|")]
     cpu_node = read_topology(LIVE).cpu_to_node()

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from app.planner import PlanConfig, make_plan, seed_model
-from app.planner.machine import MachineError, derive
-from app.planner.machineplan import build, plan, solve_ranked
-from app.planner.placement import DISTANCE_PENALTY, REMOTE_PENALTY, interleave_pages, parse_launch, traffic
-from app.seedbox import NODE_BASE_USED_KIB, NODE_TOTAL_KIB, write_seed_sysfs
-from probes.topology import read_topology
+from numatop_llm.planner import PlanConfig, make_plan, seed_model
+from numatop_llm.planner.machine import MachineError, derive
+from numatop_llm.planner.machineplan import build, plan, solve_ranked
+from numatop_llm.planner.placement import DISTANCE_PENALTY, REMOTE_PENALTY, interleave_pages, parse_launch, traffic
+from numatop_llm.demo.seedbox import NODE_BASE_USED_KIB, NODE_TOTAL_KIB, write_seed_sysfs
+from numatop_llm.probes.topology import read_topology
 
 GIB = 2**30
 KIB = 1024
@@ -194,7 +194,7 @@ def test_solve_ranks_by_remote_share(seed, box):
 
 def cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "app.cli", "plan", *args], capture_output=True, text=True, cwd=REPO, timeout=120
+        [sys.executable, "-m", "numatop_llm", "plan", *args], capture_output=True, text=True, cwd=REPO, timeout=120
     )
 
 

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.planner import ModelError, load_model, read_safetensors_header, seed_model
-from app.planner.model import model_from_config, tensor_shapes, write_safetensors
-from app.planner.shard import (
+from numatop_llm.planner import ModelError, load_model, read_safetensors_header, seed_model
+from numatop_llm.planner.model import model_from_config, tensor_shapes, write_safetensors
+from numatop_llm.planner.shard import (
     divisibility_errors,
     kv_bytes_per_token,
     pad_vocab,

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from app.postmortem import explain_kill
-from probes.cgroup import memory_cgroup_dir
-from probes.kernel_log import parse_oom_reports, read_kernel_log
-from probes.roots import SysRoots
-from probes.textio import Problems
+from numatop_llm.postmortem import explain_kill
+from numatop_llm.probes.cgroup import memory_cgroup_dir
+from numatop_llm.probes.kernel_log import parse_oom_reports, read_kernel_log
+from numatop_llm.probes.roots import SysRoots
+from numatop_llm.probes.textio import Problems
 from tests.conftest import IN_CI
 
 MEMBIND_REPORT = """\
@@ -102,7 +102,7 @@ def test_real_cgroup_oom_kill_is_found_and_explained():
                 pytest.fail(f"OOM kill not found in the kernel log ({problems})")
             pytest.skip(f"kernel log not readable: {problems}")
         out = subprocess.run(
-            [sys.executable, "-m", "app.cli", "explain", "--pid", str(pid), "--json"],
+            [sys.executable, "-m", "numatop_llm", "explain", "--pid", str(pid), "--json"],
             capture_output=True,
             text=True,
             timeout=60,
@@ -124,7 +124,7 @@ def test_explain_without_kills_says_so(tmp_path):
     log = tmp_path / "dmesg.txt"
     log.write_text("[    0.000000] Linux version 6.1\n")
     out = subprocess.run(
-        [sys.executable, "-m", "app.cli", "explain", "--kernel-log", str(log), "--pid", "5"],
+        [sys.executable, "-m", "numatop_llm", "explain", "--kernel-log", str(log), "--pid", "5"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -11,11 +11,11 @@ import time
 
 import pytest
 
-from probes.engine import EngineReader, NoSuchProcess
-from probes.models import Role
-from probes.roots import SysRoots
-from probes.snapshot import SnapshotReader
-from probes.topology import read_topology
+from numatop_llm.probes.engine import EngineReader, NoSuchProcess
+from numatop_llm.probes.models import Role
+from numatop_llm.probes.roots import SysRoots
+from numatop_llm.probes.snapshot import SnapshotReader
+from numatop_llm.probes.topology import read_topology
 from tests.conftest import IN_CI
 
 LIVE = SysRoots()
@@ -115,7 +115,7 @@ def test_cpu_percent_of_a_busy_thread():
 
 def test_snapshot_cli_with_pid_lists_the_process():
     out = subprocess.run(
-        [sys.executable, "-m", "app.cli", "snapshot", "--json", "--pid", str(os.getpid())],
+        [sys.executable, "-m", "numatop_llm", "snapshot", "--json", "--pid", str(os.getpid())],
         capture_output=True,
         text=True,
         timeout=60,
@@ -137,7 +137,7 @@ def test_snapshot_cli_with_pid_lists_the_process():
     ],
 )
 def test_bad_input_is_one_line_exit_2(args, message):
-    out = subprocess.run([sys.executable, "-m", "app.cli", *args], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-m", "numatop_llm", *args], capture_output=True, text=True, timeout=60)
     assert out.returncode == 2
     assert message in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from app.launcher import LiveSystem
+from numatop_llm.launcher import LiveSystem
 from tests.test_launcher_fakes import fake_vllm_root, free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -31,7 +31,7 @@ def state(tmp_path):
 def cli(state: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     env = dict(os.environ, XDG_STATE_HOME=str(state), PYTHONPATH=str(REPO))
     return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args],
+        [sys.executable, "-m", "numatop_llm", *args],
         capture_output=True,
         text=True,
         timeout=timeout,

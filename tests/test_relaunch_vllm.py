@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from app.launcher import LiveSystem, capture
-from probes.cpulist import parse_cpulist
-from probes.roots import SysRoots
-from probes.snapshot import SnapshotReader
+from numatop_llm.launcher import LiveSystem, capture
+from numatop_llm.probes.cpulist import parse_cpulist
+from numatop_llm.probes.roots import SysRoots
+from numatop_llm.probes.snapshot import SnapshotReader
 from tests.test_relaunch_cli import cli as relaunch_cli
 
 pytestmark = pytest.mark.vllm
@@ -89,7 +89,7 @@ def post(port: int, payload: dict, timeout: float = 300) -> tuple[int, dict]:
 def running_requests(port: int) -> float:
     import urllib.request
 
-    from app.launcher.relaunch import parse_request_counts
+    from numatop_llm.launcher.relaunch import parse_request_counts
 
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     with opener.open(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:

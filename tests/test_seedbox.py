@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from probes.topology import read_topology
+from numatop_llm.probes.topology import read_topology
 
 GIB = 2**30
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from app.seedbox import write_box_sysfs
+from numatop_llm.demo.seedbox import write_box_sysfs
 from tests.tui_support import demo_frames, demo_upto, fixture_snapshots, replay_app, until_replayed
 
 pytestmark = pytest.mark.timeout(240)

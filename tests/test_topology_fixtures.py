@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from probes.topology import read_topology
+from numatop_llm.probes.topology import read_topology
 from tests.conftest import expected, fixture_dirs, fixture_roots
 
 FIXTURES = fixture_dirs()
@@ -50,7 +50,7 @@ def test_snapshot_command_json_contract(tree):
         [
             sys.executable,
             "-m",
-            "app.cli",
+            "numatop_llm",
             "snapshot",
             "--json",
             "--sys",

@@ -13,11 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from app.recording import Recorder, Recording
-from app.sampler import LiveSource, ReplaySource
-from app.seedbox import write_box_sysfs
-from app.tui import NumatopApp
-from probes.roots import SysRoots
+from numatop_llm.dashboard.app import NumatopApp
+from numatop_llm.demo.seedbox import write_box_sysfs
+from numatop_llm.monitor.sources import LiveSource, ReplaySource
+from numatop_llm.probes.roots import SysRoots
+from numatop_llm.recording import Recorder, Recording
+from numatop_llm.widgets.numa_map import NumaMap
+from numatop_llm.widgets.processes import ProcessTable, ThreadTable
 from tests.tui_support import (
     demo_frames,
     demo_upto,
@@ -27,8 +29,6 @@ from tests.tui_support import (
     until_replayed,
     wait_for,
 )
-from widgets.numa_map import NumaMap
-from widgets.processes import ProcessTable, ThreadTable
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -158,7 +158,7 @@ async def test_threads_off_their_node_are_found_and_shown_red() -> None:
 
 
 async def test_whatif_predicts_per_rank_and_refuses_oom_plans() -> None:
-    from widgets.whatif import WhatIfScreen
+    from numatop_llm.widgets.whatif import WhatIfScreen
 
     app = replay_app(demo_upto(29))
     async with app.run_test(size=(100, 30)) as pilot:
@@ -297,12 +297,12 @@ def test_a_damaged_recording_replays_what_it_can(tmp_path: Path) -> None:
 
 
 def test_bundled_demo_is_what_the_generator_writes() -> None:
-    from app.demo import DEMO_FILE
+    from numatop_llm.demo.story import DEMO_FILE
 
     with gzip.open(DEMO_FILE, "rt") as fh:
         lines = fh.read().splitlines()[1:]
     want = [s.model_dump_json(exclude_defaults=True) for s in demo_frames()]
-    assert lines == want, "app/data/demo.jsonl.gz is stale: run python -m app.demo"
+    assert lines == want, "app/data/demo.jsonl.gz is stale: run python -m numatop_llm.demo.story"
 
 
 # -- the command line, as a user types it -----------------------------------------------------
@@ -312,7 +312,7 @@ def _cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     env = {**os.environ, "NO_COLOR": "1"}
     env.pop("NUMATOP_LLM_FORCE_TUI", None)
     return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args],
+        [sys.executable, "-m", "numatop_llm", *args],
         capture_output=True,
         text=True,
         stdin=subprocess.DEVNULL,
@@ -351,17 +351,19 @@ def test_widgets_never_read_proc() -> None:
     """Widgets render what they are given: no probe readers, no file reads (checked on the code, not the text)."""
     import ast
 
-    allowed_probes = {"probes.models", "probes.cpulist"}
+    allowed_probes = {"numatop_llm.probes.models", "numatop_llm.probes.cpulist"}
     root = Path(__file__).resolve().parent.parent / "widgets"
     files = sorted(root.glob("*.py"))
     assert len(files) >= 8
     for f in files:
         tree = ast.parse(f.read_text())
         for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("probes"):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("numatop_llm.probes"):
                 assert node.module in allowed_probes, (f.name, node.module)
             if isinstance(node, ast.Import):
-                assert not any(a.name.startswith(("probes", "os", "pathlib", "psutil")) for a in node.names), f.name
+                assert not any(
+                    a.name.startswith(("numatop_llm.probes", "os", "pathlib", "psutil")) for a in node.names
+                ), f.name
             if isinstance(node, ast.Call):
                 fn = node.func
                 name = fn.id if isinstance(fn, ast.Name) else fn.attr if isinstance(fn, ast.Attribute) else ""
@@ -369,10 +371,10 @@ def test_widgets_never_read_proc() -> None:
 
 
 def test_no_engine_on_this_machine_opens_the_demo_and_says_so(monkeypatch) -> None:
-    from app.cli import build_parser
-    from app.cmd_tui import build_source
+    from numatop_llm.commands.cli import build_parser
+    from numatop_llm.commands.tui import build_source
 
-    monkeypatch.setattr("app.sampler.discover_engines", lambda roots: [])
+    monkeypatch.setattr("numatop_llm.monitor.sources.discover_engines", lambda roots: [])
     source, note = build_source(build_parser().parse_args([]))
     assert not source.live and source.label.startswith("demo")
     assert note == "no vLLM engine found here: showing the bundled demo"

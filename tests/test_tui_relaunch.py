@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from app.sampler import LiveSource
-from app.tui import NumatopApp
+from numatop_llm.dashboard.app import NumatopApp
+from numatop_llm.monitor.sources import LiveSource
+from numatop_llm.widgets.relaunch_view import RelaunchScreen
+from numatop_llm.widgets.whatif import WhatIfScreen
 from tests.test_launcher_fakes import fake_vllm_root, free_port
 from tests.tui_support import wait_for
-from widgets.relaunch_view import RelaunchScreen
-from widgets.whatif import WhatIfScreen
 
 pytestmark = pytest.mark.timeout(240)
 

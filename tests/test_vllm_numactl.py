@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from probes.numa_maps import parse_numa_maps
+from numatop_llm.probes.numa_maps import parse_numa_maps
 
 pytestmark = pytest.mark.vllm
 REPO = Path(__file__).resolve().parent.parent
@@ -44,7 +44,7 @@ def test_workers_rebind_under_a_launchers_numactl_interleave(vllm_engine_factory
     assert w["bind:0"] >= 2**30  # the 1 GiB KV cache among them
 
     r = subprocess.run(
-        [sys.executable, "-m", "app.cli", "plan", "--pid", str(eng.pid), "--numactl=--interleave=0", "--json"],
+        [sys.executable, "-m", "numatop_llm", "plan", "--pid", str(eng.pid), "--numactl=--interleave=0", "--json"],
         capture_output=True,
         text=True,
         timeout=120,

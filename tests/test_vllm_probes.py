@@ -9,12 +9,12 @@ import time
 
 import pytest
 
-from probes.cpulist import parse_cpulist
-from probes.engine import discover_engines
-from probes.models import Role
-from probes.roots import SysRoots
-from probes.snapshot import SnapshotReader
-from probes.vllm import vllm_version_near
+from numatop_llm.probes.cpulist import parse_cpulist
+from numatop_llm.probes.engine import discover_engines
+from numatop_llm.probes.models import Role
+from numatop_llm.probes.roots import SysRoots
+from numatop_llm.probes.snapshot import SnapshotReader
+from numatop_llm.probes.vllm import vllm_version_near
 
 LIVE = SysRoots()
 VLLM_VERSION = "0.32.0+cpu"  # the version the testbed's vllm dist-info declares (tests/testbed/build_vllm.sh)
@@ -81,7 +81,7 @@ def test_tp2_engine_two_workers_bound_as_asked(vllm_engine_tp2):
     _check_tree(snap.engine, 2)
     _check_worker_memory_and_binding(snap.engine, eng.bind)
     out = subprocess.run(
-        [sys.executable, "-m", "app.cli", "snapshot", "--json", "--pid", str(eng.pid)],
+        [sys.executable, "-m", "numatop_llm", "snapshot", "--json", "--pid", str(eng.pid)],
         capture_output=True,
         text=True,
         timeout=120,

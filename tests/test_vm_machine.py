@@ -1,7 +1,7 @@
 """Machine what-ifs against real kernels in QEMU guests (issue #17).
 
 1. Interleave: a process started with ``numactl --interleave=0-3`` (socket 0's four nodes of the
-   8-node guest) maps and touches 256 MiB; ``app.planner.placement.interleave_pages`` predicts,
+   8-node guest) maps and touches 256 MiB; ``numatop_llm.planner.placement.interleave_pages`` predicts,
    from the mapping's address alone, how many pages each node holds (page k of the mapping goes to
    node ``(addr >> 12) + k mod 4`` of the mask). numa_maps must agree within 5% per node.
 2. SNC off: the what-if machine derived from the 8-node guest with one node per socket
@@ -17,11 +17,11 @@ import re
 
 import pytest
 
-from app.planner import PlanConfig, make_plan, seed_model
-from app.planner.machine import compare, derive
-from app.planner.placement import interleave_pages
-from probes.models import Topology
-from probes.numa_maps import parse_numa_maps
+from numatop_llm.planner import PlanConfig, make_plan, seed_model
+from numatop_llm.planner.machine import compare, derive
+from numatop_llm.planner.placement import interleave_pages
+from numatop_llm.probes.models import Topology
+from numatop_llm.probes.numa_maps import parse_numa_maps
 from tests.vm.fixtures import numa_vm  # noqa: F401 - the session fixture
 from tests.vm.harness import NumaVm
 from tests.vm.layouts import MIB
@@ -87,7 +87,7 @@ def test_merged_node_whatif_matches_a_guest_booted_merged(numa_vm: NumaVm) -> No
     for ra, rb in zip(a.ranks, b.ranks, strict=True):
         assert abs(ra.node_total_bytes - rb.node_total_bytes) <= 0.03 * rb.node_total_bytes
     # the operator's check after the reboot: `plan --check-machine FILE` in the guest booted merged
-    from app.planner.machineplan import build, plan, save
+    from numatop_llm.planner.machineplan import build, plan, save
 
     w = build(seed8, nodes_per_socket=1)
     p, cost = plan(model, w, cfg)
@@ -95,7 +95,7 @@ def test_merged_node_whatif_matches_a_guest_booted_merged(numa_vm: NumaVm) -> No
     save(share / "expected.json", w, cfg, p, cost)
     res = numa_vm.run(
         "seed8-snc-off",
-        ".venv/bin/python -m app.cli plan --demo --topology live --check-machine /vmshare/expected.json --json",
+        ".venv/bin/python -m numatop_llm plan --demo --topology live --check-machine /vmshare/expected.json --json",
         timeout=180,
     )
     assert res.returncode == 1, res.stderr  # the machine matches; the 61 GiB model does not fit 2 GiB nodes
@@ -105,7 +105,7 @@ def test_merged_node_whatif_matches_a_guest_booted_merged(numa_vm: NumaVm) -> No
     (numa_vm.guest("seed8").share / "expected.json").write_text((share / "expected.json").read_text())
     res = numa_vm.run(
         "seed8",
-        ".venv/bin/python -m app.cli plan --demo --topology live --check-machine /vmshare/expected.json --json",
+        ".venv/bin/python -m numatop_llm plan --demo --topology live --check-machine /vmshare/expected.json --json",
         timeout=180,
     )
     assert json.loads(res.stdout)["machine_check"]["differences"] == ["expected 2 nodes, the kernel reports 8"]

@@ -27,7 +27,7 @@ while [ ! -f /tmp/hog.ready ]; do
     sleep 0.1
 done
 echo "pid $pid"
-.venv/bin/python -m app.cli snapshot --pid $pid --json || exit 5
+.venv/bin/python -m numatop_llm snapshot --pid $pid --json || exit 5
 echo '=====8<====='
 cat /proc/$pid/numa_maps
 kill $pid; wait $pid

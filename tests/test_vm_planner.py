@@ -33,7 +33,7 @@ STORY = [
 COMMAND = f"""
 .venv/bin/python -m tests.vm.story '{json.dumps([c for c, _ in STORY])}' || exit 3
 echo '{SECTION}explain'
-.venv/bin/python -m app.cli explain --all --json
+.venv/bin/python -m numatop_llm explain --all --json
 """
 
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from app.statedir import merge_gone
+from numatop_llm.statedir import merge_gone
 from tests.vm.fixtures import numa_vm  # noqa: F401 - the session fixture
 from tests.vm.harness import NumaVm
 from tests.vm.layouts import MIB
@@ -29,9 +29,9 @@ pid=$!
 wait $pid
 rc=$?
 echo "{SECTION}rc"; echo "$rc $pid"
-echo "{SECTION}json"; .venv/bin/python -m app.cli explain --pid $pid --json; echo "exit $?"
-echo "{SECTION}text"; .venv/bin/python -m app.cli explain --pid $pid; echo "exit $?"
-echo "{SECTION}alive"; .venv/bin/python -m app.cli explain --pid $$; echo "exit $?"
+echo "{SECTION}json"; .venv/bin/python -m numatop_llm explain --pid $pid --json; echo "exit $?"
+echo "{SECTION}text"; .venv/bin/python -m numatop_llm explain --pid $pid; echo "exit $?"
+echo "{SECTION}alive"; .venv/bin/python -m numatop_llm explain --pid $$; echo "exit $?"
 echo "{SECTION}node"; grep MemTotal /sys/devices/system/node/node4/meminfo
 """
 
@@ -81,7 +81,7 @@ i=0; while [ ! -f $R/ready/TP0 ] || [ ! -f $R/ready/TP1 ]; do
     sleep 0.1; i=$((i + 1)); [ $i -gt 1200 ] && {{ echo "workers not ready" >&2; exit 3; }}
 done
 tp0=$(cut -d' ' -f1 $R/ready/TP0); tp1=$(cut -d' ' -f1 $R/ready/TP1)
-.venv/bin/python -m app.cli export --pid $api --listen 127.0.0.1:0 --interval 1 >$R/export.log 2>&1 &
+.venv/bin/python -m numatop_llm export --pid $api --listen 127.0.0.1:0 --interval 1 >$R/export.log 2>&1 &
 exp=$!
 i=0; while ! grep -q "\\"pid\\": $tp1" $rec 2>/dev/null; do
     sleep 0.1; i=$((i + 1)); [ $i -gt 1200 ] && {{ cat $R/export.log >&2; exit 4; }}
@@ -96,8 +96,8 @@ done
 kill $exp; wait $exp
 echo "{SECTION}pids"; echo "$api $tp0 $tp1"
 echo "{SECTION}record"; cat $rec; echo
-echo "{SECTION}json"; .venv/bin/python -m app.cli explain --json; echo "exit $?"
-echo "{SECTION}text"; .venv/bin/python -m app.cli explain --pid $tp1; echo "exit $?"
+echo "{SECTION}json"; .venv/bin/python -m numatop_llm explain --json; echo "exit $?"
+echo "{SECTION}text"; .venv/bin/python -m numatop_llm explain --pid $tp1; echo "exit $?"
 kill $api; wait $api
 true
 """

@@ -22,7 +22,7 @@ SECTION = "=====8<===== "
 # The snapshot runs bound to node 0 (CPUs and memory), after a warm-up run that filled the page
 # cache: its own allocations then land on node 0 only, and every other node's free memory must
 # match the kernel's figure read just before to the page (give or take the kernel's own churn).
-SNAPSHOT = "numactl --membind=0 --cpunodebind=0 .venv/bin/python -m app.cli snapshot --json"
+SNAPSHOT = "numactl --membind=0 --cpunodebind=0 .venv/bin/python -m numatop_llm snapshot --json"
 COLLECT = f"""
 {SNAPSHOT} >/dev/null || exit 3
 echo '{SECTION}numactl'; numactl --hardware
@@ -167,8 +167,8 @@ def test_snapshot_matches_the_guest_kernel(numa_vm: NumaVm, layout: str) -> None
 HOTPLUG = r"""
 import json, os, sys
 from pathlib import Path
-from probes.roots import SysRoots
-from probes.snapshot import SnapshotReader
+from numatop_llm.probes.roots import SysRoots
+from numatop_llm.probes.snapshot import SnapshotReader
 
 def total(node):
     for line in Path(f"/sys/devices/system/node/node{node}/meminfo").read_text().splitlines():
@@ -198,7 +198,7 @@ CPU_OFFLINE = f"""
 .venv/bin/python -c '{HOTPLUG}' || exit 3
 echo '{SECTION}cpu'
 echo 0 > /sys/devices/system/cpu/cpu3/online || exit 4
-.venv/bin/python -m app.cli snapshot --json; rc=$?
+.venv/bin/python -m numatop_llm snapshot --json; rc=$?
 echo 1 > /sys/devices/system/cpu/cpu3/online
 exit $rc
 """

@@ -7,12 +7,12 @@ import os
 import time
 from functools import cache
 
-from app.demo import story
-from app.sampler import ReplaySource
-from app.tui import NumatopApp
-from probes.models import Snapshot
-from probes.roots import SysRoots
-from probes.snapshot import SnapshotReader
+from numatop_llm.dashboard.app import NumatopApp
+from numatop_llm.demo.story import story
+from numatop_llm.monitor.sources import ReplaySource
+from numatop_llm.probes.models import Snapshot
+from numatop_llm.probes.roots import SysRoots
+from numatop_llm.probes.snapshot import SnapshotReader
 
 os.environ["TZ"] = "UTC"
 time.tzset()

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from rich.text import Text
 from textual.widgets import Static
 
-from app.diagnoses import Finding
-from widgets.palette import SEVERITY_MARK, SEVERITY_STYLE
+from numatop_llm.monitor.diagnoses import Finding
+from numatop_llm.widgets.palette import SEVERITY_MARK, SEVERITY_STYLE
 
 
 class Diagnoses(Static):

@@ -7,9 +7,9 @@ import math
 from rich.text import Text
 from textual.reactive import reactive
 
-from probes.models import Engine, Node, Snapshot
-from widgets.lineview import LineView
-from widgets.palette import load_glyph, load_style, proc_char, proc_colour
+from numatop_llm.probes.models import Engine, Node, Snapshot
+from numatop_llm.widgets.lineview import LineView
+from numatop_llm.widgets.palette import load_glyph, load_style, proc_char, proc_colour
 
 LOAD_BG = ((85.0, "on red3"), (50.0, "on dark_orange3"), (10.0, "on grey30"), (0.0, ""))
 

@@ -5,7 +5,7 @@ Every colour is paired with a character, so the views stay readable with ``NO_CO
 
 from __future__ import annotations
 
-from probes.models import Process, Role
+from numatop_llm.probes.models import Process, Role
 
 RANK_COLOURS = ("cyan", "magenta", "yellow", "green", "bright_blue", "bright_red", "bright_cyan", "bright_magenta")
 RANK_CHARS = "0123456789abcdefghijklmnopqrstuvwxyz"

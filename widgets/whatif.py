@@ -17,7 +17,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Input, Label, Static
 
-from widgets.palette import gib
+from numatop_llm.widgets.palette import gib
 
 VERDICT_STYLE = {"fits": "bold green", "spills": "bold yellow", "oom": "bold white on red", "error": "bold red"}
 
@@ -25,7 +25,7 @@ VERDICT_STYLE = {"fits": "bold green", "spills": "bold yellow", "oom": "bold whi
 class WhatIfScreen(Screen[Any]):
     """Edit a configuration and see the planner's prediction; Enter relaunches with it.
 
-    ``planner`` is the ``app.planner`` module, ``model`` a ``ModelSpec``, ``base`` the running
+    ``planner`` is the ``numatop_llm.planner`` module, ``model`` a ``ModelSpec``, ``base`` the running
     ``PlanConfig``. ``preview(config)`` returns the masked command/env diff lines. The screen is
     dismissed with the chosen ``PlanConfig`` (relaunch) or ``None``.
     """
@@ -347,7 +347,7 @@ class WhatIfScreen(Screen[Any]):
 
 
 def _cpus(cpus: tuple[int, ...]) -> str:
-    from probes.cpulist import format_cpulist
+    from numatop_llm.probes.cpulist import format_cpulist
 
     text = format_cpulist(cpus) or "-"
     return text if len(text) <= 14 else text[:13] + "…"

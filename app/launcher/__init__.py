@@ -13,12 +13,12 @@ Never imports Textual: ``on_step`` is a plain callback (called from the thread r
 
 from __future__ import annotations
 
-from app.launcher.diff import diff
-from app.launcher.journal import Journal, RelaunchRecord, read_history
-from app.launcher.relaunch import Relaunch
-from app.launcher.spec import CaptureError, LaunchSpec, capture
-from app.launcher.steps import BLOCKING_VERDICTS, FAILED, OK, RUNNING, SKIPPED, Outcome, Step
-from app.launcher.system import LiveSystem, ProcRef, System
+from numatop_llm.launcher.diff import diff
+from numatop_llm.launcher.journal import Journal, RelaunchRecord, read_history
+from numatop_llm.launcher.relaunch import Relaunch
+from numatop_llm.launcher.spec import CaptureError, LaunchSpec, capture
+from numatop_llm.launcher.steps import BLOCKING_VERDICTS, FAILED, OK, RUNNING, SKIPPED, Outcome, Step
+from numatop_llm.launcher.system import LiveSystem, ProcRef, System
 
 __all__ = [
     "BLOCKING_VERDICTS",

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from app.launcher.argv import args_start
-from app.launcher.spec import LaunchSpec
-from probes.secrets import is_secret_name, mask_argv
+from numatop_llm.launcher.argv import args_start
+from numatop_llm.launcher.spec import LaunchSpec
+from numatop_llm.probes.secrets import is_secret_name, mask_argv
 
 UNSET = "(unset)"
 
@@ -75,7 +75,7 @@ def diff(old: LaunchSpec, new: LaunchSpec) -> list[str]:
     if old.numactl != new.numactl:
         lines.append(f"  numactl: {' '.join(old.numactl) or '(none)'} → {' '.join(new.numactl) or '(none)'}")
     if old.cpus_allowed != new.cpus_allowed:
-        from probes.cpulist import format_cpulist
+        from numatop_llm.probes.cpulist import format_cpulist
 
         a, b = format_cpulist(old.cpus_allowed) or "(all)", format_cpulist(new.cpus_allowed) or "(all)"
         lines.append(f"  CPU affinity: {a} → {b}")

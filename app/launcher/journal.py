@@ -2,8 +2,8 @@
 
 A relaunch writes ``begin`` (old and new command, masked; the diff; the plan's verdict), one
 ``step`` record per finished step (what ran, when, how long, exit codes) and ``end``. Every
-record goes through the masking of :mod:`probes.secrets` (by the writer) and a
-:class:`~app.launcher.scrub.Scrubber` (here) that removes known secret values wherever they are.
+record goes through the masking of :mod:`numatop_llm.probes.secrets` (by the writer) and a
+:class:`~numatop_llm.launcher.scrub.Scrubber` (here) that removes known secret values wherever they are.
 ``numatop-llm history`` reads the file back with :func:`read_history`.
 """
 
@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.launcher.scrub import Scrubber
-from app.statedir import state_dir
+from numatop_llm.launcher.scrub import Scrubber
+from numatop_llm.statedir import state_dir
 
 JOURNAL_NAME = "relaunch.jsonl"
 

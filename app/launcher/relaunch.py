@@ -17,11 +17,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from app.launcher.diff import diff
-from app.launcher.journal import Journal
-from app.launcher.scrub import Scrubber
-from app.launcher.spec import LaunchSpec
-from app.launcher.steps import (
+from numatop_llm.launcher.diff import diff
+from numatop_llm.launcher.journal import Journal
+from numatop_llm.launcher.scrub import Scrubber
+from numatop_llm.launcher.spec import LaunchSpec
+from numatop_llm.launcher.steps import (
     BLOCKING_VERDICTS,
     FAILED,
     METRIC_RUNNING,
@@ -32,8 +32,8 @@ from app.launcher.steps import (
     Step,
     parse_request_counts,
 )
-from app.launcher.system import LiveSystem, ProcRef, Spawned, SpawnError, System
-from app.statedir import state_dir
+from numatop_llm.launcher.system import LiveSystem, ProcRef, Spawned, SpawnError, System
+from numatop_llm.statedir import state_dir
 
 VERIFY_PROMPT = "Hello, my name is"
 _KILLED_9 = re.compile(r"exit ?code:? ?-9\b|exitcode=-9\b|died with -9|signal 9\b|SIGKILL", re.IGNORECASE)

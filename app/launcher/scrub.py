@@ -1,6 +1,6 @@
 """Last line of defence for secrets: replace known secret values in any text we print or journal.
 
-``probes.secrets`` masks by name (``HF_TOKEN``, ``--api-key``); an engine's log tail or an error
+``numatop_llm.probes.secrets`` masks by name (``HF_TOKEN``, ``--api-key``); an engine's log tail or an error
 message may still echo the value itself (vLLM logs its non-default arguments, ``api_key``
 included). A :class:`Scrubber` knows the values and removes them wherever they appear.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from probes.secrets import MASK
+from numatop_llm.probes.secrets import MASK
 
 #: values shorter than this are not scrubbed (they would mangle ordinary text)
 MIN_SECRET_LEN = 4

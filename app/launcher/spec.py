@@ -3,7 +3,7 @@
 The API server keeps the engine's whole environment (vLLM blanks the environ of the engine core
 and the workers), its argv, cwd and owner. :func:`capture` reads them exactly, unmasked, because
 the relaunch must start the same command with the same secrets; every way a spec leaves this
-module for display (``repr``, :meth:`LaunchSpec.summary`, :func:`app.launcher.diff.diff`) is masked.
+module for display (``repr``, :meth:`LaunchSpec.summary`, :func:`numatop_llm.launcher.diff.diff`) is masked.
 
 Beyond argv and environment, a capture keeps what shapes placement from outside the command:
 the cgroups the API server runs in (a memory limit, a cpuset) and, when it was started under
@@ -21,16 +21,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from app.launcher import argv as A
-from probes.engine import find_root
-from probes.models import EngineConfig, Role
-from probes.numa_maps import read_numa_maps
-from probes.process import read_cmdline, read_environ, read_link
-from probes.roots import SysRoots
-from probes.secrets import MASK, is_secret_name, mask_argv, mask_env
-from probes.textio import Problems, read_text
-from probes.threads import parse_stat
-from probes.vllm import classify, engine_config, parse_serve_argv, vllm_version_near
+from numatop_llm.launcher import argv as A
+from numatop_llm.probes.engine import find_root
+from numatop_llm.probes.models import EngineConfig, Role
+from numatop_llm.probes.numa_maps import read_numa_maps
+from numatop_llm.probes.process import read_cmdline, read_environ, read_link
+from numatop_llm.probes.roots import SysRoots
+from numatop_llm.probes.secrets import MASK, is_secret_name, mask_argv, mask_env
+from numatop_llm.probes.textio import Problems, read_text
+from numatop_llm.probes.threads import parse_stat
+from numatop_llm.probes.vllm import classify, engine_config, parse_serve_argv, vllm_version_near
 
 #: vLLM's default port for ``vllm serve``
 DEFAULT_PORT = 8000
@@ -245,7 +245,7 @@ def planner_baseline(spec: LaunchSpec) -> Any:
     (``--gpu-memory-utilization 0.92``); only fields that differ from this baseline are plan changes.
     """
     try:
-        from app.planner import config_from_engine
+        from numatop_llm.planner import config_from_engine
     except Exception:
         return None
     try:
@@ -301,7 +301,7 @@ def _status_ids(text: str) -> tuple[int | None, int | None, tuple[int, ...], tup
     uid = gid = None
     groups: tuple[int, ...] = ()
     cpus: tuple[int, ...] = ()
-    from probes.cpulist import parse_cpulist
+    from numatop_llm.probes.cpulist import parse_cpulist
 
     for line in text.splitlines():
         key, _, val = line.partition(":")
@@ -331,7 +331,7 @@ def _cgroups(roots: SysRoots, pid: int) -> tuple[tuple[str, str], ...]:
 
 
 def _online_cpus(roots: SysRoots) -> tuple[int, ...]:
-    from probes.cpulist import parse_cpulist
+    from numatop_llm.probes.cpulist import parse_cpulist
 
     text = read_text(roots.cpu_dir / "online", quiet_missing=True)
     return tuple(parse_cpulist(text)) if text else ()
@@ -410,7 +410,7 @@ def capture(pid: int, roots: SysRoots = SysRoots()) -> LaunchSpec:  # noqa: B008
     if numactl:
         notes.append(f"the API server runs under a memory policy: restarts use numactl {' '.join(numactl)}")
     if keep_cpus:
-        from probes.cpulist import format_cpulist
+        from numatop_llm.probes.cpulist import format_cpulist
 
         notes.append(f"the API server's CPU affinity is {format_cpulist(keep_cpus)}: restarts keep it")
     if A.has_flag(argv, "--config"):

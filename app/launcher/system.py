@@ -2,7 +2,7 @@
 
 :class:`LiveSystem` is the real thing: ``/proc``, signals (through pidfds, so a reused PID is
 never signalled), sockets, ``/dev/shm``, HTTP to the engine, the kernel log. The state machine in
-:mod:`app.launcher.relaunch` only talks to a :class:`System`, so its tests drive it with a fake
+:mod:`numatop_llm.launcher.relaunch` only talks to a :class:`System`, so its tests drive it with a fake
 one and a fake clock.
 """
 
@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from app.launcher.spec import LaunchSpec, cgroup_procs_files
-from probes.roots import SysRoots
+from numatop_llm.launcher.spec import LaunchSpec, cgroup_procs_files
+from numatop_llm.probes.roots import SysRoots
 
 SHM = Path("/dev/shm")
 DIST_PREFIX = "vllm_dist_"
@@ -57,7 +57,7 @@ class HttpResult:
 
 
 class System(Protocol):
-    """What :class:`~app.launcher.relaunch.Relaunch` needs from the machine."""
+    """What :class:`~numatop_llm.launcher.relaunch.Relaunch` needs from the machine."""
 
     def monotonic(self) -> float: ...
     def sleep(self, seconds: float) -> None: ...
@@ -413,8 +413,8 @@ class LiveSystem:
 
     def oom_kills(self, pids: Iterable[int]) -> list[str]:
         """Explanations of kernel OOM kills of these PIDs (empty when none or the log is unreadable)."""
-        from app.postmortem import explain_kill, relevant_kills
-        from probes.kernel_log import boot_time, parse_oom_reports, read_kernel_log
+        from numatop_llm.postmortem import explain_kill, relevant_kills
+        from numatop_llm.probes.kernel_log import boot_time, parse_oom_reports, read_kernel_log
 
         text, _ = read_kernel_log()
         kills = relevant_kills(parse_oom_reports(text), set(pids))

@@ -16,10 +16,10 @@ Modules: ``model`` (safetensors headers, config arithmetic), ``shard`` (TP/PP sp
 
 from __future__ import annotations
 
-from app.planner.config import PlanConfig, config_from_engine, parse_version
-from app.planner.model import ModelError, ModelSpec, load_model, read_safetensors_header, seed_model
-from app.planner.plan import Plan, RankPlan, make_plan
-from app.planner.solve import Candidate, solve
+from numatop_llm.planner.config import PlanConfig, config_from_engine, parse_version
+from numatop_llm.planner.model import ModelError, ModelSpec, load_model, read_safetensors_header, seed_model
+from numatop_llm.planner.plan import Plan, RankPlan, make_plan
+from numatop_llm.planner.solve import Candidate, solve
 
 __all__ = [
     "Candidate",

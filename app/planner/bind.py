@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from probes.cpulist import format_cpulist
-from probes.models import Topology
+from numatop_llm.probes.cpulist import format_cpulist
+from numatop_llm.probes.models import Topology
 
 
 @dataclass

@@ -6,7 +6,7 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from probes.models import EngineConfig
+from numatop_llm.probes.models import EngineConfig
 
 ENV_BIND = "VLLM_CPU_OMP_THREADS_BIND"
 ENV_KV = "VLLM_CPU_KVCACHE_SPACE"

@@ -23,7 +23,7 @@ nodes when merging, the new nodes when splitting), with each derived node's shar
 domain. A merged node's pages are spread by the memory controller over its domains in proportion
 to their memory (that is what interleaving means), so the placement cost can say how much of a
 rank's traffic still crosses between domains after the kernel stopped seeing them
-(``app.planner.placement``).
+(``numatop_llm.planner.placement``).
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from collections.abc import Iterable, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from probes.cpulist import format_cpulist, parse_cpulist
-from probes.models import Node, NodeMemory, Package, Topology
+from numatop_llm.probes.cpulist import format_cpulist, parse_cpulist
+from numatop_llm.probes.models import Node, NodeMemory, Package, Topology
 
 LOCAL_DISTANCE = 10
 #: a socket's sub-NUMA distance when the machine shows none today (Intel's SNC tables say 12)

@@ -3,7 +3,7 @@
 
 The one entry the CLI and the dashboard share: ``MachineWhatIf`` holds the derived machine, the
 launch policy and the topology vLLM's workers would see; ``plan`` / ``solve`` run the ordinary
-planner on it and attach a :class:`~app.planner.placement.Placement` to each result.
+planner on it and attach a :class:`~numatop_llm.planner.placement.Placement` to each result.
 """
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.planner.config import PlanConfig
-from app.planner.machine import Machine, MachineError, derive, parse_interleave_sets
-from app.planner.model import ModelSpec
-from app.planner.placement import LaunchPolicy, Placement, cost_score, parse_launch, place, topology_for_vllm
-from app.planner.plan import Plan, make_plan
-from app.planner.solve import Candidate, solve
-from probes.models import Engine, Topology
+from numatop_llm.planner.config import PlanConfig
+from numatop_llm.planner.machine import Machine, MachineError, derive, parse_interleave_sets
+from numatop_llm.planner.model import ModelSpec
+from numatop_llm.planner.placement import LaunchPolicy, Placement, cost_score, parse_launch, place, topology_for_vllm
+from numatop_llm.planner.plan import Plan, make_plan
+from numatop_llm.planner.solve import Candidate, solve
+from numatop_llm.probes.models import Engine, Topology
 
 __all__ = ["MachineError", "MachineWhatIf", "build", "plan", "solve_ranked"]
 

@@ -56,7 +56,7 @@ MAX_HEADER_BYTES = 100_000_000
 BUNDLED_MODELS = Path(__file__).resolve().parent.parent / "data" / "models"
 SEED_MODEL = "DeepSeek-R1-Distill-Qwen-32B"
 
-#: how each kind is split over TP ranks (see :mod:`app.planner.shard`)
+#: how each kind is split over TP ranks (see :mod:`numatop_llm.planner.shard`)
 LAYER_KINDS = ("q", "kv", "col", "row", "rep")
 
 

@@ -25,8 +25,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-from app.planner.model import ModelSpec
-from app.planner.shard import pad_vocab
+from numatop_llm.planner.model import ModelSpec
+from numatop_llm.planner.shard import pad_vocab
 
 MB = 10**6
 #: worker RSS before weights and KV at TP=1 (calibrated above; the tiny model's estimated activations removed)

@@ -29,7 +29,7 @@ node first.
 KV alike, so the share of its traffic that is remote is Σ over (thread domain t, page domain p)
 of share(t) × share(p) for t ≠ p, and the average distance Σ share(t) × share(p) × d(t, p) with
 the machine's distance table (10 = local). Domains are the finest memory partition known
-(``app.planner.machine``): on a machine with sub-NUMA clustering turned off a node is spread by
+(``numatop_llm.planner.machine``): on a machine with sub-NUMA clustering turned off a node is spread by
 the memory controller over its former sub-NUMA domains, so a rank on it still sends ~3/4 of its
 accesses to other quadrants of its socket, at the old 12.
 """
@@ -41,11 +41,11 @@ from collections.abc import Iterable, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.planner.config import PlanConfig
-from app.planner.machine import Machine, as_is, restrict_cpus, visible_memory_nodes
-from app.planner.plan import Plan, RankPlan
-from probes.cpulist import format_cpulist, parse_cpulist
-from probes.models import Topology
+from numatop_llm.planner.config import PlanConfig
+from numatop_llm.planner.machine import Machine, as_is, restrict_cpus, visible_memory_nodes
+from numatop_llm.planner.plan import Plan, RankPlan
+from numatop_llm.probes.cpulist import format_cpulist, parse_cpulist
+from numatop_llm.probes.models import Topology
 
 ENV_VISIBLE = "CPU_VISIBLE_MEMORY_NODES"
 _MEM_OPTS = {

@@ -23,18 +23,18 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from app.planner.bind import Layout, layout, memory_nodes
-from app.planner.config import PlanConfig
-from app.planner.model import TORCH_DTYPE_BYTES, ModelSpec
-from app.planner.overhead import rank_overhead
-from app.planner.shard import (
+from numatop_llm.planner.bind import Layout, layout, memory_nodes
+from numatop_llm.planner.config import PlanConfig
+from numatop_llm.planner.model import TORCH_DTYPE_BYTES, ModelSpec
+from numatop_llm.planner.overhead import rank_overhead
+from numatop_llm.planner.shard import (
     divisibility_errors,
     kv_bytes_per_token,
     rank_weight_bytes,
     runtime_dtype,
 )
-from probes.cpulist import format_cpulist
-from probes.models import Engine, Topology
+from numatop_llm.probes.cpulist import format_cpulist
+from numatop_llm.probes.models import Engine, Topology
 
 GIB = 2**30
 BLOCK_SIZE = 128

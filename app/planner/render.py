@@ -6,9 +6,9 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from app.planner.plan import Plan
-from app.planner.solve import Candidate
-from probes.cpulist import format_cpulist
+from numatop_llm.planner.plan import Plan
+from numatop_llm.planner.solve import Candidate
+from numatop_llm.probes.cpulist import format_cpulist
 
 VERDICT_STYLE = {"fits": "bold green", "spills": "bold yellow", "oom": "bold red", "error": "bold magenta"}
 

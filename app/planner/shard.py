@@ -15,7 +15,7 @@ Per vLLM 0.32 (``model_executor/layers/linear.py``, ``vocab_parallel_embedding.p
 
 from __future__ import annotations
 
-from app.planner.model import TORCH_DTYPE_BYTES, ModelSpec
+from numatop_llm.planner.model import TORCH_DTYPE_BYTES, ModelSpec
 
 VOCAB_PADDING = 64
 

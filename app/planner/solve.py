@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-from app.planner.bind import memory_nodes, node_split_spec
-from app.planner.config import PlanConfig
-from app.planner.model import ModelSpec
-from app.planner.plan import GIB, MARGIN_MIN_BYTES, Plan, gib, make_plan
-from app.planner.shard import divisibility_errors
-from probes.models import Engine, Topology
+from numatop_llm.planner.bind import memory_nodes, node_split_spec
+from numatop_llm.planner.config import PlanConfig
+from numatop_llm.planner.model import ModelSpec
+from numatop_llm.planner.plan import GIB, MARGIN_MIN_BYTES, Plan, gib, make_plan
+from numatop_llm.planner.shard import divisibility_errors
+from numatop_llm.probes.models import Engine, Topology
 
 #: spare kept when the solver picks an explicit KV size: 10% of the largest KV that fits
 KV_MARGIN = 0.9

@@ -25,11 +25,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from app.planner import PlanConfig, make_plan, seed_model
-from probes.cpulist import format_cpulist
-from probes.models import Topology
-from probes.roots import SysRoots
-from probes.topology import read_topology
+from numatop_llm.planner import PlanConfig, make_plan, seed_model
+from numatop_llm.probes.cpulist import format_cpulist
+from numatop_llm.probes.models import Topology
+from numatop_llm.probes.roots import SysRoots
+from numatop_llm.probes.topology import read_topology
 
 SCALE = 64
 HOG = Path(__file__).resolve().parent / "hog.py"

@@ -32,16 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
-
-    from app.cli import EXIT_USAGE, UsageError
-
-    try:
-        return _run(args)
-    except UsageError as exc:
-        # printed here too: under ``python -m app.cli`` the CLI's own handler sees __main__.UsageError
-        print(f"numatop-llm: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    return _run(args)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -50,8 +41,8 @@ def _run(args: argparse.Namespace) -> int:
     import threading
     from pathlib import Path
 
-    from app.cli import UsageError, _check_pid, _roots
-    from app.exporter import Exporter, ListenError, is_loopback, parse_listen, serve
+    from numatop_llm.commands.common import UsageError, check_pid, roots_from
+    from numatop_llm.exporter import Exporter, ListenError, is_loopback, parse_listen, serve
 
     if not args.interval > 0 or args.interval > 3600:
         raise UsageError(f"--interval must be between 0 and 3600 seconds, got {args.interval:g}")
@@ -59,8 +50,8 @@ def _run(args: argparse.Namespace) -> int:
         host, port = parse_listen(args.listen)
     except ListenError as exc:
         raise UsageError(str(exc)) from None
-    roots = _roots(args)
-    _check_pid(roots, args.pid)
+    roots = roots_from(args)
+    check_pid(roots, args.pid)
 
     exporter = Exporter(
         roots,

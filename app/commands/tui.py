@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from app.cli import EXIT_OK, UsageError
+from numatop_llm.commands.common import EXIT_OK, UsageError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,15 +30,15 @@ def _check_interval(value: float) -> float:
 
 def build_source(args: argparse.Namespace):
     """The source the dashboard starts on, and a note for the status line."""
-    from app.cli import _check_pid, _roots
-    from app.sampler import LiveSource, demo_source
+    from numatop_llm.commands.common import check_pid, roots_from
+    from numatop_llm.monitor.sources import LiveSource, demo_source
 
     if getattr(args, "demo", False):
         if args.speed <= 0:
             raise UsageError("--speed must be above 0")
         return demo_source(speed=args.speed), None
-    roots = _roots(args)
-    _check_pid(roots, args.pid)
+    roots = roots_from(args)
+    check_pid(roots, args.pid)
     src = LiveSource(roots, args.pid)
     if args.pid is None and src.attached_pid is None and not (args.proc or args.sys):
         # nothing to watch: open the story instead, and say how to get back
@@ -52,14 +52,14 @@ def run_tui(args: argparse.Namespace) -> int:
     recorder = None
     source, note = build_source(args)
     if args.record:
-        from app.recording import Recorder, RecordingError
+        from numatop_llm.recording import Recorder, RecordingError
 
         try:
             recorder = Recorder(args.record, source=getattr(source, "label", ""))
         except RecordingError as exc:
             raise UsageError(str(exc)) from None
     _need_terminal()
-    from app.tui import NumatopApp
+    from numatop_llm.dashboard.app import NumatopApp
 
     app = NumatopApp(source, interval=interval, recorder=recorder, first_note=note, offer_live=not source.live)
     app.run()
@@ -69,8 +69,8 @@ def run_tui(args: argparse.Namespace) -> int:
 
 
 def run_replay(args: argparse.Namespace) -> int:
-    from app.recording import RecordingError
-    from app.sampler import ReplaySource
+    from numatop_llm.monitor.sources import ReplaySource
+    from numatop_llm.recording import RecordingError
 
     try:
         source = ReplaySource.from_file(args.file, speed=args.speed)
@@ -79,7 +79,7 @@ def run_replay(args: argparse.Namespace) -> int:
     if args.speed <= 0:
         raise UsageError("--speed must be above 0")
     _need_terminal()
-    from app.tui import NumatopApp
+    from numatop_llm.dashboard.app import NumatopApp
 
     NumatopApp(source, interval=_check_interval(args.interval)).run()
     return EXIT_OK

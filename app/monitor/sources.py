@@ -11,11 +11,11 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 
-from probes.engine import EngineCandidate, discover_engines
-from probes.kernel_log import KernelOomWatch
-from probes.models import Snapshot
-from probes.roots import SysRoots
-from probes.snapshot import CADENCE, SnapshotReader
+from numatop_llm.probes.engine import EngineCandidate, discover_engines
+from numatop_llm.probes.kernel_log import KernelOomWatch
+from numatop_llm.probes.models import Snapshot
+from numatop_llm.probes.roots import SysRoots
+from numatop_llm.probes.snapshot import CADENCE, SnapshotReader
 
 
 def pick_engine(found: list[EngineCandidate]) -> EngineCandidate | None:
@@ -115,7 +115,7 @@ class ReplaySource:
 
     @classmethod
     def from_file(cls, path: Path, **kw) -> ReplaySource:
-        from app.recording import Recording
+        from numatop_llm.recording import Recording
 
         rec = Recording(path)
         return cls(rec, label=f"replay {Path(path).name}", **kw)
@@ -155,7 +155,7 @@ class ReplaySource:
 
 def demo_source(speed: float = 1.0) -> ReplaySource:
     """The bundled 8-node story."""
-    from app.demo import DEMO_FILE
-    from app.recording import Recording
+    from numatop_llm.demo.story import DEMO_FILE
+    from numatop_llm.recording import Recording
 
     return ReplaySource(Recording(DEMO_FILE), label="demo: 8-node story", speed=speed)

@@ -68,7 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    from app.cli import UsageError
+    from numatop_llm.commands.common import UsageError
 
     for name in ("tp", "pp", "max_model_len", "max_num_seqs", "limit"):
         v = getattr(args, name, None)
@@ -88,9 +88,9 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def _topology(args: argparse.Namespace):
-    from app.cli import UsageError
-    from probes.roots import SysRoots
-    from probes.topology import read_topology
+    from numatop_llm.commands.common import UsageError
+    from numatop_llm.probes.roots import SysRoots
+    from numatop_llm.probes.topology import read_topology
 
     which = args.topology or ("demo" if args.demo and args.pid is None else "live")
     if which == "demo":
@@ -118,9 +118,9 @@ def demo_topology():
     import os
     import tempfile
 
-    import app.seedbox as seedbox
-    from probes.models import Topology
-    from probes.topology import read_topology
+    import numatop_llm.demo.seedbox as seedbox
+    from numatop_llm.probes.models import Topology
+    from numatop_llm.probes.topology import read_topology
 
     try:
         key = hashlib.sha256(Path(seedbox.__file__).read_bytes()).hexdigest()[:16]
@@ -147,10 +147,10 @@ def demo_topology():
 
 
 def _engine(args: argparse.Namespace):
-    from app.cli import UsageError
-    from probes.engine import NoSuchProcess
-    from probes.roots import SysRoots
-    from probes.snapshot import SnapshotReader
+    from numatop_llm.commands.common import UsageError
+    from numatop_llm.probes.engine import NoSuchProcess
+    from numatop_llm.probes.roots import SysRoots
+    from numatop_llm.probes.snapshot import SnapshotReader
 
     roots = SysRoots.at(args.proc, args.sys)
     if args.pid <= 0 or not (roots.proc / str(args.pid)).is_dir():
@@ -165,8 +165,8 @@ def _engine(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from app.cli import UsageError
-    from app.planner import ModelError, PlanConfig, config_from_engine, load_model, make_plan, seed_model, solve
+    from numatop_llm.commands.common import UsageError
+    from numatop_llm.planner import ModelError, PlanConfig, config_from_engine, load_model, make_plan, seed_model, solve
 
     _check_args(args)
     engine = _engine(args) if args.pid is not None else None
@@ -174,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
         if args.model:
             model = load_model(args.model)
         elif engine is not None:
-            from app.planbridge import model_path
+            from numatop_llm.monitor.planbridge import model_path
 
             path = model_path(engine)
             if path is None:
@@ -220,7 +220,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         from rich.console import Console
 
-        from app.planner.render import print_candidates, print_plan
+        from numatop_llm.planner.render import print_candidates, print_plan
 
         console = Console(width=None if sys.stdout.isatty() else 160)
         print_plan(plan, console)
@@ -239,8 +239,8 @@ def _machine_whatif(args: argparse.Namespace) -> bool:
 
 def _run_machine(args: argparse.Namespace, model, topology, config, engine) -> int:
     """``plan`` on a machine what-if (issue #17): same output, plus ``machine`` and ``placement``."""
-    from app.cli import UsageError
-    from app.planner import machineplan
+    from numatop_llm.commands.common import UsageError
+    from numatop_llm.planner import machineplan
 
     if args.nodes_per_socket is not None and args.nodes_per_socket < 1:
         raise UsageError(f"--nodes-per-socket must be ≥ 1 (got {args.nodes_per_socket})")
@@ -273,7 +273,7 @@ def _run_machine(args: argparse.Namespace, model, topology, config, engine) -> i
     else:
         from rich.console import Console
 
-        from app.planner.render import print_candidates, print_plan
+        from numatop_llm.planner.render import print_candidates, print_plan
 
         console = Console(width=None if sys.stdout.isatty() else 160)
         machineplan.print_machine(what, None, console)
@@ -290,9 +290,9 @@ def _run_machine(args: argparse.Namespace, model, topology, config, engine) -> i
 
 def _check_machine(args: argparse.Namespace, model, topology, updates: dict, engine) -> int:
     """``plan --check-machine FILE``: the machine after the reboot against the saved what-if, and the plan on it."""
-    from app.cli import UsageError
-    from app.planner import machineplan, make_plan
-    from app.planner.machine import compare
+    from numatop_llm.commands.common import UsageError
+    from numatop_llm.planner import machineplan, make_plan
+    from numatop_llm.planner.machine import compare
 
     try:
         saved = machineplan.load(Path(args.check_machine))
@@ -309,7 +309,7 @@ def _check_machine(args: argparse.Namespace, model, topology, updates: dict, eng
     else:
         from rich.console import Console
 
-        from app.planner.render import print_plan
+        from numatop_llm.planner.render import print_plan
 
         console = Console(width=None if sys.stdout.isatty() else 160)
         if diffs:
@@ -328,7 +328,7 @@ def bios_relaunch(args: argparse.Namespace) -> int:
     import shlex
     import time
 
-    from app.statedir import state_dir
+    from numatop_llm.statedir import state_dir
 
     path = state_dir() / f"machine-whatif-{time.strftime('%Y%m%d-%H%M%S')}.json"
     plan_args = argparse.Namespace(

@@ -21,11 +21,11 @@ from pathlib import Path
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from probes.engine import discover_engines
-from probes.kernel_log import KernelOomWatch
-from probes.models import Engine, Process, Role, Snapshot, Topology
-from probes.roots import SysRoots
-from probes.snapshot import CADENCE, SnapshotReader
+from numatop_llm.probes.engine import discover_engines
+from numatop_llm.probes.kernel_log import KernelOomWatch
+from numatop_llm.probes.models import Engine, Process, Role, Snapshot, Topology
+from numatop_llm.probes.roots import SysRoots
+from numatop_llm.probes.snapshot import CADENCE, SnapshotReader
 
 PREFIX = "numatop_llm"
 MIB = 2**20
@@ -108,7 +108,7 @@ class PlannerBridge:
     """
 
     def __init__(self, every: float = 30.0) -> None:
-        from app.planbridge import EnginePlanner
+        from numatop_llm.monitor.planbridge import EnginePlanner
 
         self._planner = EnginePlanner(every=every)
         self._plan_obj: object = None
@@ -439,7 +439,7 @@ class Exporter:
         remember: bool = True,
         log: Callable[[str], None] = _stderr,
     ) -> None:
-        from app import __version__
+        from numatop_llm import __version__
 
         self.roots = roots
         self.fixed_pid = pid
@@ -484,7 +484,7 @@ class Exporter:
         else:
             found = discover_engines(self.roots)
             if found:
-                from app.sampler import pick_engine
+                from numatop_llm.monitor.sources import pick_engine
 
                 pid = pick_engine(found).root_pid
         if pid is None:
@@ -562,7 +562,7 @@ class Exporter:
                 # for ``numatop-llm explain`` after a -9: at once when the tree changes, else each minute
                 key = (engine.root_pid, tuple(sorted(p.pid for p in engine.processes)))
                 if key != self._remembered_key or time.monotonic() - self._remembered_at > 60:
-                    from app.statedir import remember_engine
+                    from numatop_llm.statedir import remember_engine
 
                     remember_engine(engine, snap.topology, snap.taken_at)
                     self._remembered_at, self._remembered_key = time.monotonic(), key

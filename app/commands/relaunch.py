@@ -58,8 +58,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 # -- input checks --------------------------------------------------------------------------------
 def _check_args(args: argparse.Namespace) -> list[str] | None:
-    from app.cli import UsageError
-    from probes.cpulist import parse_cpulist
+    from numatop_llm.commands.common import UsageError
+    from numatop_llm.probes.cpulist import parse_cpulist
 
     for name in ("tp", "pp"):
         v = getattr(args, name)
@@ -110,9 +110,9 @@ def _override(config: Any, changes: dict[str, Any]) -> Any:
 def make_plan_for(old, changes: dict[str, Any]) -> tuple[Any, Any, str | None]:
     """(config for with_plan, plan or None, planner problem or None). Never raises."""
     try:
-        from app.planner import config_from_engine, load_model, make_plan
-        from probes.roots import SysRoots
-        from probes.snapshot import SnapshotReader
+        from numatop_llm.planner import config_from_engine, load_model, make_plan
+        from numatop_llm.probes.roots import SysRoots
+        from numatop_llm.probes.snapshot import SnapshotReader
 
         snap = SnapshotReader(SysRoots(), old.pid).read()
         engine_cfg = snap.engine.config if snap.engine is not None else old.config
@@ -144,7 +144,7 @@ def _verdict_lines(plan: Any, plan_error: str | None) -> list[str]:
 
 
 def _refusal(plan: Any, plan_error: str | None, force: bool) -> str | None:
-    from app.launcher import BLOCKING_VERDICTS
+    from numatop_llm.launcher import BLOCKING_VERDICTS
 
     if force:
         return None
@@ -158,12 +158,12 @@ def _refusal(plan: Any, plan_error: str | None, force: bool) -> str | None:
 
 # -- relaunch ------------------------------------------------------------------------------------
 def run_relaunch(args: argparse.Namespace) -> int:
-    from app.cli import EXIT_FAIL, EXIT_OK, UsageError
-    from app.launcher import CaptureError, Relaunch, capture, diff
+    from numatop_llm.commands.common import EXIT_FAIL, EXIT_OK, UsageError
+    from numatop_llm.launcher import CaptureError, Relaunch, capture, diff
 
     numactl = _check_args(args)
     if args.nodes_per_socket is not None or args.interleave:  # a BIOS change: software cannot apply it (#17)
-        from app.cmd_plan import bios_relaunch
+        from numatop_llm.commands.plan import bios_relaunch
 
         return bios_relaunch(args)
     try:
@@ -319,8 +319,8 @@ class _Interrupts:
 
 # -- history -------------------------------------------------------------------------------------
 def run_history(args: argparse.Namespace) -> int:
-    from app.cli import EXIT_OK, UsageError
-    from app.launcher import read_history
+    from numatop_llm.commands.common import EXIT_OK, UsageError
+    from numatop_llm.launcher import read_history
 
     if args.limit < 0:
         raise UsageError(f"--limit must be 0 or more, got {args.limit}")

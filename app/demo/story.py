@@ -6,7 +6,7 @@ auto and a 4 GiB KV cache per rank. Each worker binds its threads and memory to 
 node 0, TP1 → node 1) and loads ~30.5 GiB of weights there; when TP1 allocates its KV cache the
 node runs out, the kernel kills it (CONSTRAINT_MEMORY_POLICY, nodemask=1), the engine goes down.
 
-``python -m app.demo`` rewrites ``app/data/demo.jsonl.gz``; a test checks the bundled file is
+``python -m numatop_llm.demo.story`` rewrites ``app/data/demo.jsonl.gz``; a test checks the bundled file is
 what this code generates, so the demo always shows what the current app reads.
 """
 
@@ -15,16 +15,16 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from app import seedbox
-from probes.kernel_log import OomKill
-from probes.models import Engine, NumaMaps, Policy, Process, Role, Snapshot, Thread, Topology
-from probes.roots import SysRoots
-from probes.topology import node_memory_from, parse_meminfo
-from probes.vllm import engine_config
+from numatop_llm.demo import seedbox
+from numatop_llm.probes.kernel_log import OomKill
+from numatop_llm.probes.models import Engine, NumaMaps, Policy, Process, Role, Snapshot, Thread, Topology
+from numatop_llm.probes.roots import SysRoots
+from numatop_llm.probes.topology import node_memory_from, parse_meminfo
+from numatop_llm.probes.vllm import engine_config
 
 GIB = 2**30
 MIB = 2**20
-DEMO_FILE = Path(__file__).resolve().parent / "data" / "demo.jsonl.gz"
+DEMO_FILE = Path(__file__).resolve().parent.parent / "data" / "demo.jsonl.gz"
 
 #: 2026-07-14 12:03:00 UTC: the recording's first sample
 T0 = 1_784_030_580.0
@@ -321,7 +321,7 @@ def demo_roots() -> SysRoots:
 
 
 def write_demo(path: Path = DEMO_FILE) -> Path:
-    from app.recording import write_recording
+    from numatop_llm.recording import write_recording
 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_recording(path, story(), source="demo: the 8-node story (app/demo.py)")

@@ -18,10 +18,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from app.cli import UsageError
-    from app.postmortem import explain_kill, relevant_kills
-    from app.statedir import last_engine
-    from probes.kernel_log import boot_time, parse_oom_reports, read_kernel_log
+    from numatop_llm.commands.common import UsageError
+    from numatop_llm.postmortem import explain_kill, relevant_kills
+    from numatop_llm.probes.kernel_log import boot_time, parse_oom_reports, read_kernel_log
+    from numatop_llm.statedir import last_engine
 
     problems: list[str] = []
     if args.kernel_log:
@@ -64,8 +64,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _nodes_now() -> dict[str, dict[str, int]]:
     """This machine's node sizes now (a killed process's node outlives it); empty when unreadable."""
-    from probes.roots import SysRoots
-    from probes.topology import read_topology
+    from numatop_llm.probes.roots import SysRoots
+    from numatop_llm.probes.topology import read_topology
 
     try:
         topo = read_topology(SysRoots())

@@ -20,16 +20,16 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Input, OptionList, Static, TabbedContent, TabPane
 from textual.widgets.option_list import Option
 
-from app.planbridge import EnginePlanner
-from app.state import AppState, clock
-from probes.models import Engine, Snapshot
-from widgets.diagnoses import Diagnoses
-from widgets.help import HelpScreen
-from widgets.memory_history import MemoryHistory
-from widgets.node_memory import NodeMemory
-from widgets.numa_map import NumaMap
-from widgets.processes import ProcessTable, ThreadTable
-from widgets.relaunch_view import RelaunchScreen
+from numatop_llm.monitor.planbridge import EnginePlanner
+from numatop_llm.monitor.state import AppState, clock
+from numatop_llm.probes.models import Engine, Snapshot
+from numatop_llm.widgets.diagnoses import Diagnoses
+from numatop_llm.widgets.help import HelpScreen
+from numatop_llm.widgets.memory_history import MemoryHistory
+from numatop_llm.widgets.node_memory import NodeMemory
+from numatop_llm.widgets.numa_map import NumaMap
+from numatop_llm.widgets.processes import ProcessTable, ThreadTable
+from numatop_llm.widgets.relaunch_view import RelaunchScreen
 
 INTERVALS = (0.5, 1.0, 2.0, 5.0, 10.0)
 
@@ -101,23 +101,7 @@ class NumatopApp(App[None]):
     TITLE = "numatop-llm"
     #: nothing takes focus at start: the single-letter keys belong to the app, not to an input
     AUTO_FOCUS = None
-    CSS = """
-    Screen { layout: vertical; }
-    #info { height: auto; background: $boost; padding: 0 1; }
-    #status { height: auto; padding: 0 1; }
-    #status.alert { background: $error 30%; text-style: bold; }
-    #overview-top { height: auto; }
-    #overview-top > Vertical { width: 1fr; height: auto; }
-    .box { border: round $primary 60%; border-title-color: $text; height: auto; }
-    #diagnoses-box { height: auto; min-height: 3; }
-    #procs { height: 1fr; min-height: 5; }
-    #threads { height: 1fr; min-height: 5; }
-    #filter { dock: bottom; display: none; }
-    #filter.visible { display: block; }
-    #engine-bytes { height: auto; padding: 0 1; }
-    TabbedContent { height: 1fr; }
-    TabPane { padding: 0; }
-    """
+    CSS_PATH = "dashboard.tcss"
     BINDINGS = [
         Binding("q", "quit", "quit"),
         Binding("question_mark", "help", "help"),
@@ -271,7 +255,7 @@ class NumatopApp(App[None]):
     def _remember(self, snap: Snapshot) -> None:
         key = (snap.engine.root_pid, len(snap.engine.processes)) if snap.engine else None
         if key != getattr(self, "_remembered", None):
-            from app.statedir import remember_engine
+            from numatop_llm.statedir import remember_engine
 
             remember_engine(snap.engine, snap.topology, snap.taken_at)
             self._remembered = key
@@ -494,7 +478,7 @@ class NumatopApp(App[None]):
         self._wake.set()
 
     def action_demo(self) -> None:
-        from app.sampler import demo_source
+        from numatop_llm.monitor.sources import demo_source
 
         old = self.source
         self.source = demo_source()
@@ -509,7 +493,7 @@ class NumatopApp(App[None]):
         self.sampler()
 
     def action_live(self) -> None:
-        from app.sampler import LiveSource
+        from numatop_llm.monitor.sources import LiveSource
 
         if getattr(self.source, "live", False):
             return
@@ -525,7 +509,7 @@ class NumatopApp(App[None]):
     # -- what-if and relaunch --------------------------------------------------------------
 
     def action_whatif(self) -> None:
-        from widgets.whatif import WhatIfScreen
+        from numatop_llm.widgets.whatif import WhatIfScreen
 
         st = self.state
         engine = st.engine
@@ -534,9 +518,9 @@ class NumatopApp(App[None]):
             self.notify("no engine to plan for: attach to one (r) or open the demo (D)", severity="warning")
             return
         try:
-            import app.planner as planner
-            from app.planbridge import model_path
-            from app.planner import machineplan
+            import numatop_llm.planner as planner
+            from numatop_llm.monitor.planbridge import model_path
+            from numatop_llm.planner import machineplan
 
             path = model_path(engine)
             if path is None:
@@ -612,7 +596,7 @@ class NumatopApp(App[None]):
             self.call_from_thread(fn, *a)
 
         try:
-            from app.launcher import CaptureError, Relaunch, capture
+            from numatop_llm.launcher import CaptureError, Relaunch, capture
 
             try:
                 old = capture(pid)
@@ -625,8 +609,8 @@ class NumatopApp(App[None]):
             plan = None
             snap = self.state.last_engine
             if snap is not None and snap.engine is not None:
-                import app.planner as planner
-                from app.planbridge import model_path
+                import numatop_llm.planner as planner
+                from numatop_llm.monitor.planbridge import model_path
 
                 path = model_path(snap.engine)
                 if path:

@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from probes.models import Engine, Topology
+from numatop_llm.probes.models import Engine, Topology
 
 MIB = 2**20
-BUNDLED_MODELS = Path(__file__).resolve().parent / "data" / "models"
+BUNDLED_MODELS = Path(__file__).resolve().parent.parent / "data" / "models"
 
 
 def model_path(engine: Engine) -> str | None:
@@ -47,7 +47,7 @@ class EnginePlanner:
         self._plan: Any = None
         self._models: dict[str, Any] = {}
         try:
-            import app.planner as planner
+            import numatop_llm.planner as planner
         except ImportError as exc:
             self._mod = None
             self.problem = f"planner not available ({exc})"

@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from probes.models import Process, Snapshot
+from numatop_llm.probes.models import Process, Snapshot
 
 if TYPE_CHECKING:  # pragma: no cover
-    from app.state import AppState
+    from numatop_llm.monitor.state import AppState
 
 GIB = 2**30
 MIB = 2**20

@@ -12,11 +12,11 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.diagnoses import Finding, diagnose
-from app.postmortem import Explanation, explain_kill
-from app.statedir import engine_record
-from probes.kernel_log import OomKill
-from probes.models import Engine, Snapshot
+from numatop_llm.monitor.diagnoses import Finding, diagnose
+from numatop_llm.postmortem import Explanation, explain_kill
+from numatop_llm.probes.kernel_log import OomKill
+from numatop_llm.probes.models import Engine, Snapshot
+from numatop_llm.statedir import engine_record
 
 #: samples of history kept for the memory plot (10 minutes at 1 Hz)
 HISTORY = 600

@@ -13,9 +13,9 @@ import tempfile
 from functools import cache
 from pathlib import Path
 
-from probes.cpulist import format_cpulist
-from probes.models import Topology
-from probes.roots import SysRoots
+from numatop_llm.probes.cpulist import format_cpulist
+from numatop_llm.probes.models import Topology
+from numatop_llm.probes.roots import SysRoots
 
 SOCKETS = 2
 NODES_PER_SOCKET = 4
@@ -149,7 +149,7 @@ def seed_roots() -> SysRoots:
 
 def seed_topology() -> Topology:
     """The seed box as the real topology reader sees it."""
-    from probes.topology import read_topology
+    from numatop_llm.probes.topology import read_topology
 
     return read_topology(seed_roots())
 

@@ -1,0 +1,1 @@
+"""The ``numatop-llm`` subcommands: one module each, all registered by :mod:`.cli`."""

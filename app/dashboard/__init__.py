@@ -1,0 +1,1 @@
+"""The Textual dashboard: the app, its screens, messages and stylesheet (renders monitor samples)."""

@@ -1,0 +1,1 @@
+"""The headless monitoring core that every front end drives (dashboard, exporter, ``diagnose``)."""
