@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from numatop_llm.demo.seedbox import NODE_BASE_USED_KIB, NODE_TOTAL_KIB, write_seed_sysfs
 from numatop_llm.planner import PlanConfig, make_plan, seed_model
 from numatop_llm.planner.machine import MachineError, derive
 from numatop_llm.planner.machineplan import build, plan, solve_ranked
 from numatop_llm.planner.placement import DISTANCE_PENALTY, REMOTE_PENALTY, interleave_pages, parse_launch, traffic
-from numatop_llm.demo.seedbox import NODE_BASE_USED_KIB, NODE_TOTAL_KIB, write_seed_sysfs
 from numatop_llm.probes.topology import read_topology
 
 GIB = 2**30
@@ -130,6 +130,24 @@ def test_old_vllm_with_nobind_keeps_the_launchers_interleave(seed, box):
     # distance: threads on 0-3 see 10+12+12+12 = 46, on 4-7 see 4 × 21 = 84, each pair weighted 1/8 × 1/4
     assert cost.mean_distance == pytest.approx((4 * 46 + 4 * 84) / 32) == pytest.approx(16.25)
     assert any("sets no memory policy of its own" in f for f in cost.findings)
+
+
+def test_a_kept_strict_membind_that_cannot_hold_the_ranks_is_an_oom(seed, box):
+    # vLLM 0.8 with nobind keeps numactl --membind=0: both ranks' 35.8 GiB on node 0's 30.0 GiB
+    p, cost = plan(
+        seed,
+        build(box, numactl="--membind=0"),
+        PlanConfig(tp=2, kv_gib=4, bind="nobind", vllm_version="0.8.5", **STORY),
+    )
+    assert p.verdict == "oom" and cost.verdict == "oom"
+    assert any("node 0 would hold 71.5 GiB" in f and "OOM-kills" in f for f in cost.findings)
+    # interleave is not strict: a finding, no OOM
+    p, cost = plan(
+        seed,
+        build(box, numactl="--interleave=0,1"),
+        PlanConfig(tp=2, kv_gib=4, bind="nobind", vllm_version="0.8.5", **STORY),
+    )
+    assert cost.verdict is None and any("falls back to the nearest" in f for f in cost.findings)
 
 
 def test_cpu_visible_memory_nodes_moves_the_ranks(seed, box):

@@ -55,3 +55,22 @@ def test_workers_rebind_under_a_launchers_numactl_interleave(vllm_engine_factory
     (rank,) = out["placement"]["ranks"]
     assert rank["policy"] == "bind:0" and rank["overridden_by_vllm"] is True
     assert any("overrides numactl interleave:0" in f for f in out["findings"])
+    if bind != "auto":
+        return
+    # a BIOS what-if is not relaunched: the plan and the steps are printed and saved, the engine keeps running;
+    # after the "reboot" (here: the same one-node machine) --check-machine confirms the machine and the plan
+    r = _cli("relaunch", "--pid", str(eng.pid), "--nodes-per-socket", "1", "--json")
+    assert r.returncode in (0, 1), r.stderr
+    assert "is a BIOS change: nothing was stopped or started" in r.stderr
+    saved = next(w for w in r.stderr.split() if w.endswith(".json") and "machine-whatif-" in w)
+    assert eng.alive()
+    r = _cli("plan", "--pid", str(eng.pid), "--check-machine", saved, "--json")
+    check = json.loads(r.stdout)["machine_check"]
+    assert check["matches"] is True and check["differences"] == []
+    assert r.returncode == (0 if json.loads(r.stdout)["verdict"] == "fits" else 1)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "numatop_llm", *args], capture_output=True, text=True, timeout=120, cwd=REPO
+    )

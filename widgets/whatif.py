@@ -34,6 +34,7 @@ class WhatIfScreen(Screen[Any]):
         Binding("escape", "cancel", "back"),
         Binding("ctrl+b", "best", "best plan"),
         Binding("ctrl+r", "relaunch", "relaunch"),
+        Binding("ctrl+n", "machine", "machine", show=False),
     ]
     DEFAULT_CSS = """
     WhatIfScreen { background: $background; }
@@ -341,6 +342,11 @@ class WhatIfScreen(Screen[Any]):
             self.dismiss((self.config, list(what.launch.numactl), what.launch.env()))
             return
         self.dismiss(self.config)
+
+    def action_machine(self) -> None:
+        """Focus the machine options (nodes per socket first), when they are offered."""
+        if self.machine_whatif is not None:
+            self.query_one("#nps", Input).focus()
 
     def action_cancel(self) -> None:
         self.dismiss(None)

@@ -86,7 +86,10 @@ def plan(
     """The plan on the what-if machine and its placement cost. A running engine's memory is counted back
     only on the machine as it is (its node ids mean nothing on a derived one)."""
     p = make_plan(model, what.topology, config, engine=engine if not what.machine.is_whatif else None)
-    return p, place(p, what.machine, what.launch)
+    pl = place(p, what.machine, what.launch)
+    if pl.verdict == "oom" and p.verdict in ("fits", "spills"):
+        p = p.model_copy(update={"verdict": "oom"})
+    return p, pl
 
 
 def solve_ranked(
@@ -105,6 +108,10 @@ def solve_ranked(
     for c in cands:
         pl = place(c.plan, what.machine, what.launch)
         why = c.why
+        if pl.verdict == "oom" and c.plan.verdict in ("fits", "spills"):
+            # the launcher's strict membind (kept by this vLLM) cannot hold the ranks: not a fit
+            c = c.model_copy(update={"plan": c.plan.model_copy(update={"verdict": "oom"}), "score": c.score - 1000})
+            why += "; the launcher's membind cannot hold it (oom)"
         if pl.mean_remote_share >= 0.005:
             why += f"; {pl.mean_remote_share:.0%} of traffic remote (avg distance {pl.mean_distance:.1f})"
         out.append((c.model_copy(update={"score": cost_score(c.score, pl), "why": why}), pl))

@@ -249,6 +249,9 @@ class Placement(_Frozen):
     launch: str
     ranks: tuple[RankTraffic, ...] = ()
     findings: tuple[str, ...] = ()
+    #: ``oom`` when a launcher's strict membind that vLLM keeps cannot hold the ranks (the plan's own
+    #: first-touch verdict does not know about it); None otherwise
+    verdict: str | None = None
 
     @property
     def mean_remote_share(self) -> float:
@@ -355,12 +358,38 @@ def _rank_pages(
     return out, "default", overridden
 
 
+def _node_loads(plan: Plan, launch: LaunchPolicy, topo: Topology) -> list[str]:
+    """Under a launcher's policy that vLLM keeps: what each node must hold for all ranks together."""
+    load: dict[int, float] = {}
+    for r in plan.ranks:
+        pages, _, _ = _rank_pages(r, plan, launch, topo)
+        for n, share in pages.items():
+            load[n] = load.get(n, 0.0) + share * r.need_bytes
+    out = []
+    for n, need in sorted(load.items()):
+        node = topo.node(n)
+        avail = node.memory.vllm_available_bytes if node is not None and node.memory is not None else 0
+        if need > avail:
+            strict = launch.mem_mode == "bind"
+            out.append(
+                f"node {n} would hold {need / 2**30:.1f} GiB of the workers' pages but has {avail / 2**30:.1f} GiB "
+                + (
+                    "available: membind is strict, the kernel OOM-kills (-9)"
+                    if strict
+                    else "available: the kernel falls back to the nearest other nodes (interleave/preferred are not "
+                    "strict)"
+                )
+            )
+    return out
+
+
 def place(plan: Plan, machine: Machine | None = None, launch: LaunchPolicy | None = None) -> Placement:
     """Where each rank of ``plan`` (planned on ``machine.topology``) has its threads and pages, and the cost."""
     machine = machine or as_is(Topology())
     topo = machine.topology
     ranks: list[RankTraffic] = []
     findings: list[str] = []
+    verdict: str | None = None
     online = list(topo.cpus_online) or [c.id for c in topo.cpus if c.online]
     for r in plan.ranks:
         cpus = list(r.cpus) or online
@@ -404,6 +433,10 @@ def place(plan: Plan, machine: Machine | None = None, launch: LaunchPolicy | Non
                 f"vLLM {plan.config.version} with bind={plan.config.bind} sets no memory policy of its own: "
                 f"numactl {launch.words()} places the workers' pages"
             )
+            loads = _node_loads(plan, launch, topo)
+            findings.extend(loads)
+            if any("OOM-kills" in f for f in loads):
+                verdict = "oom"
     for rt in ranks:
         if any(d not in rt.threads for d in rt.pages) or len(rt.pages) > 1:
             far = [d for d in rt.pages if d not in rt.threads]
@@ -424,6 +457,7 @@ def place(plan: Plan, machine: Machine | None = None, launch: LaunchPolicy | Non
         launch=launch.summary() if launch else "no numactl",
         ranks=tuple(ranks),
         findings=tuple(findings),
+        verdict=verdict,
     )
 
 
