@@ -17,7 +17,7 @@ APP = f"{Path(sys.executable).parent / 'numatop-llm'}"
 
 
 async def _open_whatif(app, pilot):
-    from widgets.whatif import WhatIfScreen
+    from numatop_llm.widgets.whatif import WhatIfScreen
 
     await until_replayed(pilot)
     await pilot.press("w")
