@@ -354,7 +354,7 @@ def bios_relaunch(args: argparse.Namespace) -> int:
         nodes_per_socket=args.nodes_per_socket,
         interleave=args.interleave,
         numactl=args.numactl or None,
-        visible_memory_nodes=None,
+        visible_memory_nodes=getattr(args, "visible_memory_nodes", None),
         save_machine=str(path),
         check_machine=None,
     )

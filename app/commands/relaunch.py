@@ -39,6 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--nodes-per-socket", type=int, metavar="N", help="BIOS what-if (SNC/NPS): print the plan and the steps"
     )
     p.add_argument("--interleave", metavar="NODES", help="BIOS interleave what-if: print the plan and the steps")
+    p.add_argument(
+        "--visible-memory-nodes", metavar="LIST", help="set CPU_VISIBLE_MEMORY_NODES (e.g. 4,5; '' unsets it)"
+    )
     p.add_argument("--dry-run", action="store_true", help="show the diff and the verdict; change nothing")
     p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     p.add_argument("--force", action="store_true", help="relaunch even when the planner predicts oom/error")
@@ -186,6 +189,8 @@ def run_relaunch(args: argparse.Namespace) -> int:
     }
     config, plan, plan_error = make_plan_for(old, changes)
     new = old.with_plan(config, numactl_prefix=numactl)
+    if args.visible_memory_nodes is not None:  # issue #17: vLLM binds workers only to these nodes
+        new = new.with_changes(env={"CPU_VISIBLE_MEMORY_NODES": args.visible_memory_nodes or None})
     lines = diff(old, new)
     refusal = _refusal(plan, plan_error, args.force)
     out = sys.stdout
