@@ -3,7 +3,9 @@
 1. Interleave: a process started with ``numactl --interleave=0-3`` (socket 0's four nodes of the
    8-node guest) maps and touches 256 MiB; ``numatop_llm.planner.placement.interleave_pages`` predicts,
    from the mapping's address alone, how many pages each node holds (page k of the mapping goes to
-   node ``(addr >> 12) + k mod 4`` of the mask). numa_maps must agree within 5% per node.
+   node ``(addr >> 12) + k mod 4`` of the mask). numa_maps must agree within 5% per node, and the
+   remote share computed from what the kernel did (threads on node 0, pages on 0-3) is the 75%
+   at distance 11.5 the planner predicts for such a rank.
 2. SNC off: the what-if machine derived from the 8-node guest with one node per socket
    (``derive(..., nodes_per_socket=1)``) must be the machine a guest booted with that layout
    (``seed8-snc-off``) reports: same nodes, CPUs and distances, MemTotal within 3%, and the same
@@ -19,7 +21,7 @@ import pytest
 
 from numatop_llm.planner import PlanConfig, make_plan, seed_model
 from numatop_llm.planner.machine import compare, derive
-from numatop_llm.planner.placement import interleave_pages
+from numatop_llm.planner.placement import interleave_pages, traffic
 from numatop_llm.probes.models import Topology
 from numatop_llm.probes.numa_maps import parse_numa_maps
 from tests.vm.fixtures import numa_vm  # noqa: F401 - the session fixture
@@ -37,7 +39,7 @@ READ_TOPOLOGY = (
 
 def test_interleave_places_pages_as_predicted(numa_vm: NumaVm) -> None:  # noqa: F811
     res = numa_vm.run(
-        "seed8", f"numactl --interleave=0-3 python3 -I tests/vm/interleave_probe.py --bytes {TOUCH}", timeout=300
+        "seed8", f"numactl --interleave=0-3 --cpunodebind=0 python3 -I tests/vm/interleave_probe.py --bytes {TOUCH}", timeout=300
     ).check()
     out = json.loads(res.stdout.strip().splitlines()[-1])
     start, pages, page = out["start"], out["pages"], out["page_size"]
@@ -63,6 +65,12 @@ def test_interleave_places_pages_as_predicted(numa_vm: NumaVm) -> None:  # noqa:
     for node in range(4):
         assert abs(anon.get(node, 0) - total / 4) <= 0.05 * total / 4, anon
     assert sum(anon.get(n, 0) for n in range(4, 8)) == 0, anon
+    # the cost of it, from what the kernel did: the process runs on node 0 (--cpunodebind=0), its pages
+    # are on 0-3 → 3/4 of its traffic is remote, at distance 12 (the guest's SNC4 table): 0.25×10 + 0.75×12
+    assert set(out["cpus"]) == {0, 1}
+    dist = {i: {j: 10 if i == j else (12 if i // 4 == j // 4 else 21) for j in range(8)} for i in range(8)}
+    remote, avg = traffic({0: 1.0}, {n: float(c) for n, c in seen.items()}, dist)
+    assert remote == pytest.approx(0.75, abs=0.01) and avg == pytest.approx(11.5, abs=0.02)
 
 
 def test_merged_node_whatif_matches_a_guest_booted_merged(numa_vm: NumaVm) -> None:  # noqa: F811

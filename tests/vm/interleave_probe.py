@@ -30,7 +30,9 @@ def main() -> None:
     start = ctypes.addressof(ctypes.c_char.from_buffer(m))
     with open("/proc/self/numa_maps") as fh:
         numa_maps = fh.read()
-    print(json.dumps({"start": start, "pages": size // PAGE, "page_size": PAGE, "numa_maps": numa_maps}))
+    doc = {"start": start, "pages": size // PAGE, "page_size": PAGE, "numa_maps": numa_maps}
+    doc["cpus"] = sorted(os.sched_getaffinity(0))
+    print(json.dumps(doc))
 
 
 if __name__ == "__main__":
