@@ -15,7 +15,7 @@ HELP = """\
   1  Overview    NUMA map (sockets → nodes → CPUs), node memory bars, diagnoses
   2  Processes   the engine tree; Enter on a process shows its threads
   3  Memory      used memory per node over time, the engine's bytes per node
-  w  What-if     edit TP / PP / bind / KV, see per-rank verdicts, relaunch (Enter)
+  w  What-if     edit TP/PP/bind/KV and the machine (ctrl+n), see verdicts, relaunch
 
 [b]Keys[/b]
   p  pause / resume sampling          + / -  slower / faster refresh
