@@ -431,8 +431,9 @@ def test_running_engine_memory_counts_back_into_its_node(seed, box):
 
 
 def test_exporter_bridge_uses_the_planner(seed, box, tmp_path):
-    """numatop_llm.exporter.PlannerBridge turns a plan into per-rank headroom."""
-    from numatop_llm.exporter import PlannerBridge
+    """The exporter turns the monitor's plan verdict into per-rank headroom."""
+    from numatop_llm.exporter import headroom_from_plan
+    from numatop_llm.monitor.planbridge import EnginePlanner
     from numatop_llm.probes.models import Engine, Process, Role
 
     model_dir = tmp_path / "DeepSeek-R1-Distill-Qwen-32B"
@@ -445,9 +446,9 @@ def test_exporter_bridge_uses_the_planner(seed, box, tmp_path):
         processes=tuple(Process(pid=10 + i, role=Role.WORKER, rank=i) for i in range(2)),
         config=EngineConfig(model=str(model_dir), tensor_parallel_size=2, omp_threads_bind="auto"),
     )
-    bridge = PlannerBridge()
-    out = bridge.headroom(eng, box)
-    assert bridge.problem is None and out is not None
+    verdict = EnginePlanner().verdict(eng, box)
+    out = headroom_from_plan(verdict.plan, eng)
+    assert verdict.problem is None and out is not None
     assert {r.node for r in out.values()} == {0, 1}
     assert all(r.will_oom and r.headroom_bytes < 0 and r.source == "planner" for r in out.values())
 
