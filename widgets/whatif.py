@@ -1,13 +1,13 @@
 """The what-if editor: change TP / PP / bind / KV, see each rank's verdict per node, relaunch.
 
-The screen only renders plans: the planner functions and the model come from the app, and the
-chosen configuration is returned with ``dismiss`` — the app runs the relaunch.
+The screen renders the planner's plans for the model and machine the app hands it (the planner
+is pure arithmetic: it reads no /proc), and returns the chosen configuration with ``dismiss`` —
+the app runs the relaunch.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from rich.text import Text
 from textual import on, work
@@ -17,16 +17,18 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Input, Label, Static
 
+from numatop_llm.planner import Candidate, ModelSpec, Plan, PlanConfig, make_plan, solve
+from numatop_llm.probes.models import Engine, Topology
 from numatop_llm.widgets.palette import gib
 
 VERDICT_STYLE = {"fits": "bold green", "spills": "bold yellow", "oom": "bold white on red", "error": "bold red"}
 
 
-class WhatIfScreen(Screen[Any]):
+class WhatIfScreen(Screen[PlanConfig | None]):
     """Edit a configuration and see the planner's prediction; Enter relaunches with it.
 
-    ``planner`` is the ``numatop_llm.planner`` module, ``model`` a ``ModelSpec``, ``base`` the running
-    ``PlanConfig``. ``preview(config)`` returns the masked command/env diff lines. The screen is
+    ``base`` is the running configuration, ``start`` the one the form opens on. ``preview(config)``
+    returns the masked command/env diff lines. The screen is
     dismissed with the chosen ``PlanConfig`` (relaunch) or ``None``.
     """
 
@@ -51,19 +53,17 @@ class WhatIfScreen(Screen[Any]):
 
     def __init__(
         self,
-        planner: Any,
-        model: Any,
-        topology: Any,
-        base: Any,
+        model: ModelSpec,
+        topology: Topology,
+        base: PlanConfig,
         *,
-        start: Any = None,
-        preview: Callable[[Any], list[str]] | None = None,
+        start: PlanConfig | None = None,
+        preview: Callable[[PlanConfig], list[str]] | None = None,
         can_relaunch: bool = True,
         why_not: str = "",
-        engine: Any = None,
+        engine: Engine | None = None,
     ) -> None:
         super().__init__()
-        self.planner = planner
         self.model = model
         self.topology = topology
         self.base = base
@@ -73,8 +73,8 @@ class WhatIfScreen(Screen[Any]):
         self.why_not = why_not
         #: the running engine: its own memory is not counted against the budgets of its replacement
         self.engine = engine
-        self.plan: Any = None
-        self.candidates: list[Any] = []
+        self.plan: Plan | None = None
+        self.candidates: list[Candidate] = []
 
     def compose(self) -> ComposeResult:
         c = self.config
@@ -116,7 +116,7 @@ class WhatIfScreen(Screen[Any]):
 
     # -- reading the form ------------------------------------------------------------------
 
-    def _form_config(self) -> tuple[Any, str | None]:
+    def _form_config(self) -> tuple[PlanConfig | None, str | None]:
         def val(key: str) -> str:
             return self.query_one(f"#{key}", Input).value.strip()
 
@@ -160,7 +160,7 @@ class WhatIfScreen(Screen[Any]):
             findings.update("")
             return
         self.config = cfg
-        self.plan = plan = self.planner.make_plan(self.model, self.topology, cfg, engine=self.engine)
+        self.plan = plan = make_plan(self.model, self.topology, cfg, engine=self.engine)
         v = str(plan.verdict)
         line = Text.assemble(("Prediction: ", "bold"), (f" {v.upper()} ", VERDICT_STYLE.get(v, "bold")))
         line.append(f"  {cfg.summary()}")
@@ -196,13 +196,13 @@ class WhatIfScreen(Screen[Any]):
     @work(thread=True, exclusive=True, group="solve")
     def solve(self) -> None:
         try:
-            cands = self.planner.solve(self.model, self.topology, self.base, limit=12, engine=self.engine)
+            cands = solve(self.model, self.topology, self.base, limit=12, engine=self.engine)
         except Exception as exc:
             self.app.call_from_thread(self.notify, f"solver failed: {exc}", severity="error")
             return
         self.app.call_from_thread(self._show_candidates, cands)
 
-    def _show_candidates(self, cands: list[Any]) -> None:
+    def _show_candidates(self, cands: list[Candidate]) -> None:
         self.candidates = cands
         table = self.query_one("#candidates", DataTable)
         table.clear()
@@ -218,7 +218,7 @@ class WhatIfScreen(Screen[Any]):
                 key=str(i),
             )
 
-    def load(self, cfg: Any) -> None:
+    def load(self, cfg: PlanConfig) -> None:
         """Put a configuration into the form (and recompute)."""
         with self.prevent(Input.Changed):
             self.query_one("#tp", Input).value = str(cfg.tp)

@@ -104,10 +104,14 @@ class Exporter:
         """Take one sample and publish its families. Never raises for machine state."""
         with self._lock:
             t0 = time.perf_counter()
-            if self._fixed_pid is not None and self.health.attaches == 0 and self.source.attached_pid is None:
-                # --pid: that process's engine, once; after it exits only node metrics are exported
-                if (self.roots.proc / str(self._fixed_pid)).is_dir():
-                    self.source.attach(self._fixed_pid)
+            # --pid: that process's engine, once; after it exits only node metrics are exported
+            if (
+                self._fixed_pid is not None
+                and self.health.attaches == 0
+                and self.source.attached_pid is None
+                and (self.roots.proc / str(self._fixed_pid)).is_dir()
+            ):
+                self.source.attach(self._fixed_pid)
             before = self.source.attached_pid
             sample = self.session.sample(late_seconds)
             assert sample is not None  # a live source never ends
