@@ -26,10 +26,19 @@ class Problems:
             self.add(r)
 
 
+#: the words that start every "not allowed to read" reason (:func:`is_denied` recognises them)
+DENIED = "permission denied"
+
+
+def is_denied(reason: str) -> bool:
+    """True for a degraded reason that says a file could not be read for lack of permission."""
+    return f"{DENIED}: " in reason
+
+
 def describe_oserror(path: Path, exc: OSError) -> str:
     """A one-line reason for a failed read, in words a user understands."""
     if exc.errno in (errno.EACCES, errno.EPERM):
-        return f"permission denied: {path}"
+        return f"{DENIED}: {path}"
     if exc.errno in (errno.ENOENT, errno.ESRCH):
         return f"missing: {path}"
     return f"cannot read {path}: {exc.strerror or exc}"

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from numatop_llm.probes.cpulist import parse_cpulist
 from numatop_llm.probes.models import Thread
-from numatop_llm.probes.textio import Problems, read_text
+from numatop_llm.probes.textio import DENIED, Problems, read_text
 
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -201,7 +201,7 @@ class ThreadReader:
         try:
             tids = sorted(int(t) for t in os.listdir(tdir) if t.isdigit())
         except PermissionError:
-            problems.add(f"permission denied: {tdir}")
+            problems.add(f"{DENIED}: {tdir}")
             return []
         except OSError:
             return []

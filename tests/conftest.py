@@ -9,16 +9,14 @@ from pathlib import Path
 import pytest
 
 from numatop_llm.probes.roots import SysRoots
+from tests.testbed.fixtures import *  # noqa: F403  (the real vLLM CPU testbed's fixtures)
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
-SYSFS_FIXTURES = SHARED / "fixtures" / "sysfs"
+#: copies of the gathered real machines (sysfs trees) and model configs, kept in the repository
+#: so that a clone alone passes its suite; see tests/fixtures/sysfs/README.md for their traps
+FIXTURES = REPO / "tests" / "fixtures"
+SYSFS_FIXTURES = FIXTURES / "sysfs"
 IN_CI = bool(os.environ.get("CI"))
-
-try:  # the real vLLM CPU testbed (built by tests/testbed/build_vllm.sh)
-    from tests.testbed.fixtures import *  # noqa: F403
-except ModuleNotFoundError:  # pragma: no cover - only before the testbed lands
-    pass
 
 
 def fixture_dirs() -> list[Path]:
@@ -42,8 +40,7 @@ def seed_roots(tmp_path_factory: pytest.TempPathFactory) -> SysRoots:
     return write_seed_sysfs(tmp_path_factory.mktemp("seedbox"))
 
 
-def require_shared() -> None:
-    if not SYSFS_FIXTURES.is_dir():
-        if IN_CI:
-            pytest.fail(f"shared fixtures missing at {SYSFS_FIXTURES}")
-        pytest.skip("shared fixtures not present")
+def require_fixtures() -> None:
+    """The gathered trees are part of the repository: their absence is a broken checkout."""
+    if not fixture_dirs():
+        pytest.fail(f"fixture trees missing at {SYSFS_FIXTURES}")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from numatop_llm.monitor.diagnoses import diagnose
+from numatop_llm.monitor.planbridge import PlanVerdict
+from numatop_llm.monitor.session import MonitorSample
 from numatop_llm.monitor.state import AppState
 from numatop_llm.probes.models import NodeMemory, Policy, Snapshot, Thread
 from tests.tui_support import demo_frames, demo_upto
@@ -27,7 +29,7 @@ def test_a_healthy_sample_says_nothing_alarming() -> None:
 def test_bound_node_running_out_with_time_to_the_kill() -> None:
     state = AppState()
     for s in demo_upto(29):
-        state.update(s)  # no planner figures: the trend alone
+        state.update(MonitorSample(s, PlanVerdict()))  # no planner figures: the trend alone
     f = next(f for f in state.findings if f.code == "bind-full")
     assert f.severity == "critical" and f.node == 0
     assert "Worker_TP0 binds memory to node 0, which has 0.8 GiB of 31.2 GiB left, growing 1.1 GiB/s" in f.text
@@ -75,7 +77,7 @@ def test_kv_unset_nobind_full_node_lazy_memory_and_permission_notes() -> None:
         update={
             "engine": snap.engine.model_copy(update={"config": cfg}),
             "topology": topo,
-            "degraded": ("4377: cannot read /proc/4377/numa_maps: Permission denied",),
+            "degraded": ("4377: permission denied: /proc/4377/numa_maps",),
         }
     )
     by_code = {f.code: f for f in diagnose(odd)}

@@ -16,7 +16,7 @@ from numatop_llm.planner import PlanConfig, config_from_engine, make_plan, seed_
 from numatop_llm.planner.model import model_from_config
 from numatop_llm.probes.models import EngineConfig
 from numatop_llm.probes.topology import read_topology
-from tests.conftest import fixture_dirs, fixture_roots, require_shared
+from tests.conftest import fixture_dirs, fixture_roots, require_fixtures
 
 GIB = 2**30
 REPO = Path(__file__).resolve().parent.parent
@@ -274,7 +274,7 @@ def _box():
 
 @pytest.mark.parametrize("path", fixture_dirs(), ids=lambda p: p.name)
 def test_fixture_topologies_plan_without_raising(path):
-    require_shared()
+    require_fixtures()
     topo = read_topology(fixture_roots(path))
     tiny = model_from_config(TINY)
     for tp in (1, 2, 4):
@@ -285,7 +285,7 @@ def test_fixture_topologies_plan_without_raising(path):
 
 
 def _fixture(name):
-    require_shared()
+    require_fixtures()
     d = next((p for p in fixture_dirs() if p.name == name), None)
     if d is None:
         pytest.skip(f"{name} not in the shared fixtures")
@@ -431,8 +431,9 @@ def test_running_engine_memory_counts_back_into_its_node(seed, box):
 
 
 def test_exporter_bridge_uses_the_planner(seed, box, tmp_path):
-    """numatop_llm.exporter.PlannerBridge turns a plan into per-rank headroom."""
-    from numatop_llm.exporter import PlannerBridge
+    """The exporter turns the monitor's plan verdict into per-rank headroom."""
+    from numatop_llm.exporter import headroom_from_plan
+    from numatop_llm.monitor.planbridge import EnginePlanner
     from numatop_llm.probes.models import Engine, Process, Role
 
     model_dir = tmp_path / "DeepSeek-R1-Distill-Qwen-32B"
@@ -445,9 +446,9 @@ def test_exporter_bridge_uses_the_planner(seed, box, tmp_path):
         processes=tuple(Process(pid=10 + i, role=Role.WORKER, rank=i) for i in range(2)),
         config=EngineConfig(model=str(model_dir), tensor_parallel_size=2, omp_threads_bind="auto"),
     )
-    bridge = PlannerBridge()
-    out = bridge.headroom(eng, box)
-    assert bridge.problem is None and out is not None
+    verdict = EnginePlanner().verdict(eng, box)
+    out = headroom_from_plan(verdict.plan, eng)
+    assert verdict.problem is None and out is not None
     assert {r.node for r in out.values()} == {0, 1}
     assert all(r.will_oom and r.headroom_bytes < 0 and r.source == "planner" for r in out.values())
 
@@ -507,7 +508,7 @@ def test_cli_bad_input_exits_2_with_one_line(args, message):
 
 
 def test_cli_model_dir_and_fixture_topology(tmp_path):
-    require_shared()
+    require_fixtures()
     d = tmp_path / "tiny"
     d.mkdir()
     (d / "config.json").write_text(json.dumps(TINY))

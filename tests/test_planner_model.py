@@ -21,7 +21,7 @@ from numatop_llm.planner.shard import (
 )
 
 REPO = Path(__file__).resolve().parent.parent
-SEED_CONFIG = REPO.parent / "shared" / "fixtures" / "models" / "DeepSeek-R1-Distill-Qwen-32B" / "config.json"
+SEED_CONFIG = REPO / "tests" / "fixtures" / "models" / "DeepSeek-R1-Distill-Qwen-32B" / "config.json"
 
 TINY_QWEN2 = {
     "architectures": ["Qwen2ForCausalLM"],
@@ -142,9 +142,7 @@ def test_seed_config_arithmetic_matches_the_published_checkpoint():
     assert not m.tie_word_embeddings and m.dtype == "bfloat16"
 
 
-def test_bundled_seed_config_is_the_shared_fixture():
-    if not SEED_CONFIG.is_file():
-        pytest.skip("shared fixtures not present")
+def test_bundled_seed_config_is_the_fixture():
     bundled = REPO / "app" / "data" / "models" / "DeepSeek-R1-Distill-Qwen-32B" / "config.json"
     assert json.loads(bundled.read_text()) == json.loads(SEED_CONFIG.read_text())
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from numatop_llm.demo.seedbox import write_box_sysfs
-from tests.tui_support import demo_frames, demo_upto, fixture_snapshots, replay_app, until_replayed
+from tests.tui_support import demo_frames, demo_upto, fixture_snapshots, replay_app, settle, until_replayed
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -37,7 +37,7 @@ def test_processes_tab_100x30(snap_compare) -> None:
     async def go(pilot) -> None:
         await until_replayed(pilot)
         await pilot.press("2", "down", "down")
-        await pilot.pause(0.3)
+        await settle(pilot)
 
     assert snap_compare(replay_app(demo_upto(29)), terminal_size=(100, 30), run_before=go)
 
@@ -46,6 +46,6 @@ def test_help_100x30(snap_compare) -> None:
     async def go(pilot) -> None:
         await until_replayed(pilot)
         await pilot.press("question_mark")
-        await pilot.pause(0.3)
+        await settle(pilot)
 
     assert snap_compare(replay_app(demo_upto(29)), terminal_size=(100, 30), run_before=go)

@@ -15,7 +15,7 @@ FIXTURES = fixture_dirs()
 
 
 def test_fixture_trees_are_present():
-    # Guards against a CI checkout without ../shared: the parametrized tests would vanish.
+    # Guards against a checkout without tests/fixtures: the parametrized tests would vanish.
     assert len(FIXTURES) >= 10, f"expected the 10 gathered machines, found {len(FIXTURES)}"
 
 

@@ -26,6 +26,7 @@ from tests.tui_support import (
     fixture_snapshots,
     replay_app,
     screen_text,
+    settle,
     until_replayed,
     wait_for,
 )
@@ -77,23 +78,23 @@ async def test_keys_pause_interval_distances_tabs_help_quit() -> None:
         await pilot.press("minus", "minus", "minus")
         assert app.interval == 0.5
         await pilot.press("d")
-        await pilot.pause(0.1)
+        await settle(pilot)
         text = screen_text(app)
         assert "NUMA distances" in text and "10 local" in text
         row0 = next(line for line in text.splitlines() if line.strip("│ ").startswith("n0 ") and " 10 " in line)
         assert row0.strip("│ ").split()[1:9] == ["10", "12", "12", "12", "21", "21", "21", "21"]
         await pilot.press("d")
         await pilot.press("3")
-        await pilot.pause(0.2)
+        await settle(pilot)
         assert "used memory per node" in screen_text(app)
         await pilot.press("question_mark")
-        await pilot.pause(0.1)
+        await settle(pilot)
         assert "where a vLLM CPU engine's threads and memory live" in screen_text(app)
         await pilot.press("escape")
-        await pilot.pause(0.1)
+        await settle(pilot)
         assert "where a vLLM CPU engine's threads" not in screen_text(app)
         await pilot.press("q")
-        await pilot.pause(0.2)
+        await settle(pilot)
     assert app.return_code == 0
 
 
@@ -102,7 +103,7 @@ async def test_processes_threads_sort_and_filter() -> None:
     async with app.run_test(size=(100, 30)) as pilot:
         await until_replayed(pilot)
         await pilot.press("2")
-        await pilot.pause(0.2)
+        await settle(pilot)
         procs = app.query_one(ProcessTable)
         assert procs.row_count == 5  # API server, EngineCore, resource tracker, two workers
         text = screen_text(app)
@@ -110,23 +111,23 @@ async def test_processes_threads_sort_and_filter() -> None:
             assert word in text
         # move to Worker_TP1: its threads show, all on node 1
         await pilot.press("down", "down", "down")
-        await pilot.pause(0.2)
+        await settle(pilot)
         threads = app.query_one(ThreadTable)
         assert threads.row_count == 47
         nodes = {threads.get_row_at(i)[4].plain for i in range(threads.row_count)}
         assert nodes == {"1"}
         # sort by TID: ascending
         await pilot.press("s")
-        await pilot.pause(0.2)
+        await settle(pilot)
         assert threads.sort_key == "TID"
         tids = [int(threads.get_row_at(i)[0].plain) for i in range(threads.row_count)]
         assert tids == sorted(tids)
         # filter: only Worker_TP0's row stays
         await pilot.press("slash", "T", "P", "0")
-        await pilot.pause(0.2)
+        await settle(pilot)
         assert procs.row_count == 1 and "Worker_TP0" in screen_text(app)
         await pilot.press("escape")
-        await pilot.pause(0.2)
+        await settle(pilot)
         assert procs.row_count == 5
 
 
@@ -148,7 +149,7 @@ async def test_threads_off_their_node_are_found_and_shown_red() -> None:
         await until_replayed(pilot)
         assert "6 threads of Worker_TP0 run on node 3, memory is on node 0" in screen_text(app)
         await pilot.press("2")
-        await pilot.pause(0.2)
+        await settle(pilot)
         row = next(
             i
             for i in range(app.query_one(ProcessTable).row_count)
@@ -171,30 +172,30 @@ async def test_whatif_predicts_per_rank_and_refuses_oom_plans() -> None:
         await wait_for(lambda: bool(screen.candidates))
         # type the running configuration back: both ranks are predicted to be OOM-killed
         screen.load(screen.base)
-        await pilot.pause(0.1)
+        await settle(pilot)
         assert screen.plan.verdict == "oom"
         assert "OOM" in screen_text(app)
         await pilot.press("enter")  # the Relaunch button has focus: refused
-        await pilot.pause(0.2)
+        await settle(pilot)
         assert isinstance(app.screen, WhatIfScreen)
         # more ranks than nodes: vLLM's own refusal, before anything runs
         screen.query_one("#tp").value = "16"
-        await pilot.pause(0.2)
+        await settle(pilot)
         assert screen.plan.verdict == "error"
         screen.query_one("#tp").value = "x"
-        await pilot.pause(0.2)
+        await settle(pilot)
         assert "TP and PP must be whole numbers" in screen_text(app)
         screen.load(screen.base.model_copy(update={"tp": 4, "kv_gib": 4.0}))
-        await pilot.pause(0.1)
+        await settle(pilot)
         assert screen.plan.verdict == "fits"
         assert len(screen.plan.ranks) == 4
         # on a recording nothing is relaunched: Enter says so and stays
         screen.query_one("#go").focus()
         await pilot.press("enter")
-        await pilot.pause(0.2)
+        await settle(pilot)
         assert isinstance(app.screen, WhatIfScreen)
         await pilot.press("escape")
-        await pilot.pause(0.1)
+        await settle(pilot)
         assert not isinstance(app.screen, WhatIfScreen)
 
 
@@ -242,13 +243,13 @@ async def test_live_process_then_its_death_keeps_the_app_up() -> None:
         async with app.run_test(size=(100, 30)) as pilot:
             await wait_for(lambda: app.state.engine is not None and app.state.samples >= 2)
             await pilot.press("2")
-            await pilot.pause(0.3)
+            await settle(pilot)
             text = screen_text(app)
             assert str(child.pid) in text and "bind:0" in text
             child.send_signal(signal.SIGKILL)
             child.wait(10)
             await wait_for(lambda: not app.state.engine_alive and app.state.samples > 3)
-            await pilot.pause(0.3)
+            await settle(pilot)
             text = screen_text(app)
             assert "engine exited at" in text or f"process {child.pid} exited" in text
             # the last snapshot stays on screen
@@ -280,7 +281,7 @@ async def test_record_then_replay_shows_the_same_samples(tmp_path: Path) -> None
         await until_replayed(pilot)
         assert app2.state.samples == len(snaps)
         await pilot.press("2")
-        await pilot.pause(0.2)
+        await settle(pilot)
         assert str(child.pid) in screen_text(app2)
 
 
@@ -382,3 +383,28 @@ def test_no_engine_on_this_machine_opens_the_demo_and_says_so(monkeypatch) -> No
     live, note = build_source(build_parser().parse_args(["--pid", str(os.getpid())]))
     assert live.live and live.attached_pid == os.getpid() and note is None
     live.close()
+
+
+async def test_switching_demo_and_live_repeatedly_leaves_one_sampler_thread(monkeypatch) -> None:
+    """D and L swap sources: each press stops (and joins) the old sampler before starting the next."""
+    import threading
+
+    monkeypatch.setattr("numatop_llm.monitor.sources.discover_engines", lambda roots: [])
+    app = replay_app(demo_upto(29))
+
+    def samplers() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == "numatop-llm-sampler" and t.is_alive()]
+
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until_replayed(pilot)
+        for key in "LDLDDLLD":
+            await pilot.press(key)
+            await settle(pilot)
+            assert len(samplers()) <= 1, [t.name for t in samplers()]
+        await wait_for(lambda: app.state.samples >= 2)
+        assert not app.source.live and "demo" in app.source.label
+        assert len(samplers()) == 1
+        await pilot.press("L")
+        await wait_for(lambda: app.state.samples >= 1 and app.source.live)
+        assert len(samplers()) == 1
+    assert samplers() == []

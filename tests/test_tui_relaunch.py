@@ -18,7 +18,7 @@ from numatop_llm.monitor.sources import LiveSource
 from numatop_llm.widgets.relaunch_view import RelaunchScreen
 from numatop_llm.widgets.whatif import WhatIfScreen
 from tests.test_launcher_fakes import fake_vllm_root, free_port
-from tests.tui_support import wait_for
+from tests.tui_support import settle, wait_for
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -57,7 +57,7 @@ async def test_whatif_enter_relaunches_and_the_dashboard_follows_the_new_tree(tm
             editor = app.screen
             assert editor.can_relaunch, editor.why_not
             editor.load(editor.base.model_copy(update={"kv_gib": 2.0}))
-            await pilot.pause(0.2)
+            await settle(pilot)
             assert editor.plan.verdict == "fits", editor.plan.findings
             change = [line for line in editor.preview(editor.config) if line.startswith("VLLM_CPU_KVCACHE_SPACE")]
             assert change and change[0].endswith("→ 2.0"), change
@@ -84,7 +84,7 @@ async def test_whatif_enter_relaunches_and_the_dashboard_follows_the_new_tree(tm
             assert _environ(new_pid)["VLLM_CPU_KVCACHE_SPACE"] == "2"
             assert app.state.engine.config.kv_cache_gib == 2.0
             await pilot.press("escape")
-            await pilot.pause(0.2)
+            await settle(pilot)
             assert not isinstance(app.screen, RelaunchScreen)
         # the journal has the run
         journal = (tmp_path / "state" / "numatop-llm" / "relaunch.jsonl").read_text()

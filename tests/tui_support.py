@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import html
 import os
+import re
 import time
 from functools import cache
 
@@ -48,16 +50,42 @@ async def wait_for(pred, timeout: float = 20.0, step: float = 0.05) -> None:
         await asyncio.sleep(step)
 
 
+async def settle(pilot) -> None:
+    """Wait until the app has handled every pending message and finished its animations."""
+    await pilot.wait_for_scheduled_animations()
+    await pilot.pause()
+    await pilot.pause()
+
+
 async def until_replayed(pilot) -> None:
     """Wait until a replay app has shown its last sample, and the screen has settled."""
     await wait_for(lambda: pilot.app.replay_done)
-    await pilot.pause(0.2)
+    await settle(pilot)
+
+
+_TEXT = re.compile(r"<text\b([^>]*)>([^<]*)</text>")
+_X = re.compile(r'\bx="([\d.]+)"')
+_LINE = re.compile(r"-line-(\d+)\)")
+#: Rich draws one terminal cell 12.2 SVG units wide (0.61 × its 20-unit font)
+_CELL = 12.2
 
 
 def screen_lines(app: NumatopApp) -> list[str]:
-    """The screen's lines as plain text, as a terminal shows them (modal screens included)."""
-    strips = app.screen._compositor.render_strips()
-    return ["".join(seg.text for seg in strip) for strip in strips]
+    """The screen's lines as plain text, as a terminal shows them (modal screens included).
+
+    Read from Textual's public screenshot export (SVG), one text run per cell range.
+    """
+    width, height = app.size
+    rows = [[" "] * width for _ in range(height)]
+    for attrs, body in _TEXT.findall(app.export_screenshot()):
+        line, x = _LINE.search(attrs), _X.search(attrs)
+        if line is None or x is None:
+            continue
+        row, col = int(line.group(1)), round(float(x.group(1)) / _CELL)
+        for i, ch in enumerate(html.unescape(body).replace("\xa0", " ").rstrip("\n")):
+            if row < height and 0 <= col + i < width:
+                rows[row][col + i] = ch
+    return ["".join(r) for r in rows]
 
 
 def screen_text(app: NumatopApp) -> str:

@@ -1,13 +1,13 @@
 """The what-if editor: change TP / PP / bind / KV, see each rank's verdict per node, relaunch.
 
-The screen only renders plans: the planner functions and the model come from the app, and the
-chosen configuration is returned with ``dismiss`` — the app runs the relaunch.
+The screen renders the planner's plans for the model and machine the app hands it (the planner
+is pure arithmetic: it reads no /proc), and returns the chosen configuration with ``dismiss`` —
+the app runs the relaunch.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from rich.text import Text
 from textual import on, work
@@ -17,16 +17,19 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Input, Label, Static
 
+from numatop_llm.planner import Candidate, ModelSpec, Plan, PlanConfig, machineplan, make_plan, solve
+from numatop_llm.planner.placement import Placement
+from numatop_llm.probes.models import Engine, Topology
 from numatop_llm.widgets.palette import gib
 
 VERDICT_STYLE = {"fits": "bold green", "spills": "bold yellow", "oom": "bold white on red", "error": "bold red"}
 
 
-class WhatIfScreen(Screen[Any]):
+class WhatIfScreen(Screen[PlanConfig | None]):
     """Edit a configuration and see the planner's prediction; Enter relaunches with it.
 
-    ``planner`` is the ``numatop_llm.planner`` module, ``model`` a ``ModelSpec``, ``base`` the running
-    ``PlanConfig``. ``preview(config)`` returns the masked command/env diff lines. The screen is
+    ``base`` is the running configuration, ``start`` the one the form opens on. ``preview(config)``
+    returns the masked command/env diff lines. The screen is
     dismissed with the chosen ``PlanConfig`` (relaunch) or ``None``.
     """
 
@@ -52,20 +55,18 @@ class WhatIfScreen(Screen[Any]):
 
     def __init__(
         self,
-        planner: Any,
-        model: Any,
-        topology: Any,
-        base: Any,
+        model: ModelSpec,
+        topology: Topology,
+        base: PlanConfig,
         *,
-        start: Any = None,
-        preview: Callable[[Any], list[str]] | None = None,
+        start: PlanConfig | None = None,
+        preview: Callable[[PlanConfig], list[str]] | None = None,
         can_relaunch: bool = True,
         why_not: str = "",
-        engine: Any = None,
-        machine_whatif: Any = None,
+        engine: Engine | None = None,
+        machine_options: bool = False,
     ) -> None:
         super().__init__()
-        self.planner = planner
         self.model = model
         self.topology = topology
         self.base = base
@@ -75,13 +76,13 @@ class WhatIfScreen(Screen[Any]):
         self.why_not = why_not
         #: the running engine: its own memory is not counted against the budgets of its replacement
         self.engine = engine
-        self.plan: Any = None
-        self.candidates: list[Any] = []
-        #: ``app.planner.machineplan`` when the machine options are offered (nodes per socket, interleave, numactl)
-        self.machine_whatif = machine_whatif
-        #: the machine what-if of the form (None: the machine as it is), its cost, and the form's key
-        self.what: Any = None
-        self.placement: Any = None
+        self.plan: Plan | None = None
+        self.candidates: list[Candidate] = []
+        #: offer the machine options (nodes per socket, BIOS interleave, numactl, CPU_VISIBLE_MEMORY_NODES)
+        self.machine_options = machine_options
+        #: the machine what-if of the form (None: not offered, or the form is wrong), its cost, the form's key
+        self.what: machineplan.MachineWhatIf | None = None
+        self.placement: Placement | None = None
         self._what_key: tuple[str, ...] | None = None
 
     def compose(self) -> ComposeResult:
@@ -103,7 +104,7 @@ class WhatIfScreen(Screen[Any]):
                     with Vertical():
                         yield Label(label)
                         yield Input(value=value, id=key, placeholder="unset" if key == "kv" else "", compact=True)
-            if self.machine_whatif is not None:
+            if self.machine_options:
                 with Horizontal(id="machine"):
                     for key, label, hint in (
                         ("nps", "nodes/socket (BIOS)", "as is"),
@@ -135,7 +136,7 @@ class WhatIfScreen(Screen[Any]):
 
     # -- reading the form ------------------------------------------------------------------
 
-    def _form_config(self) -> tuple[Any, str | None]:
+    def _form_config(self) -> tuple[PlanConfig | None, str | None]:
         def val(key: str) -> str:
             return self.query_one(f"#{key}", Input).value.strip()
 
@@ -161,7 +162,7 @@ class WhatIfScreen(Screen[Any]):
 
     def _form_machine(self) -> str | None:
         """Derive the machine what-if from the machine inputs (cached); a problem as one line, else None."""
-        if self.machine_whatif is None:
+        if not self.machine_options:
             return None
         key = tuple(self.query_one(f"#{k}", Input).value.strip() for k in ("nps", "interleave", "numactl", "visible"))
         if key == self._what_key:
@@ -175,7 +176,7 @@ class WhatIfScreen(Screen[Any]):
             self._what_problem = f"nodes/socket must be a whole number, not {nps!r}"
             return self._what_problem
         try:
-            self.what = self.machine_whatif.build(
+            self.what = machineplan.build(
                 self.topology,
                 nodes_per_socket=n,
                 interleave=interleave or None,
@@ -212,10 +213,10 @@ class WhatIfScreen(Screen[Any]):
             return
         self.config = cfg
         if self.what is not None:
-            self.plan, self.placement = self.machine_whatif.plan(self.model, self.what, cfg, engine=self.engine)
+            self.plan, self.placement = machineplan.plan(self.model, self.what, cfg, engine=self.engine)
             plan = self.plan
         else:
-            self.plan = plan = self.planner.make_plan(self.model, self.topology, cfg, engine=self.engine)
+            self.plan = plan = make_plan(self.model, self.topology, cfg, engine=self.engine)
         v = str(plan.verdict)
         line = Text.assemble(("Prediction: ", "bold"), (f" {v.upper()} ", VERDICT_STYLE.get(v, "bold")))
         line.append(f"  {cfg.summary()}")
@@ -267,16 +268,16 @@ class WhatIfScreen(Screen[Any]):
         what = self.what
         try:
             if what is not None:
-                ranked = self.machine_whatif.solve_ranked(self.model, what, self.base, 12, engine=self.engine)
+                ranked = machineplan.solve_ranked(self.model, what, self.base, 12, engine=self.engine)
                 cands = [c for c, _ in ranked]
             else:
-                cands = self.planner.solve(self.model, self.topology, self.base, limit=12, engine=self.engine)
+                cands = solve(self.model, self.topology, self.base, limit=12, engine=self.engine)
         except Exception as exc:
             self.app.call_from_thread(self.notify, f"solver failed: {exc}", severity="error")
             return
         self.app.call_from_thread(self._show_candidates, cands)
 
-    def _show_candidates(self, cands: list[Any]) -> None:
+    def _show_candidates(self, cands: list[Candidate]) -> None:
         self.candidates = cands
         table = self.query_one("#candidates", DataTable)
         table.clear()
@@ -292,7 +293,7 @@ class WhatIfScreen(Screen[Any]):
                 key=str(i),
             )
 
-    def load(self, cfg: Any) -> None:
+    def load(self, cfg: PlanConfig) -> None:
         """Put a configuration into the form (and recompute)."""
         with self.prevent(Input.Changed):
             self.query_one("#tp", Input).value = str(cfg.tp)
@@ -333,7 +334,7 @@ class WhatIfScreen(Screen[Any]):
         if what is not None and what.machine.needs_reboot:
             self.notify(
                 "a BIOS change cannot be relaunched: apply it, reboot, then check with "
-                "`numatop-llm relaunch --pid N " + self.machine_whatif.cli_words(what) + "` (prints the steps)",
+                "`numatop-llm relaunch --pid N " + machineplan.cli_words(what) + "` (prints the steps)",
                 severity="warning",
                 timeout=10,
             )
@@ -345,7 +346,7 @@ class WhatIfScreen(Screen[Any]):
 
     def action_machine(self) -> None:
         """Focus the machine options (nodes per socket first), when they are offered."""
-        if self.machine_whatif is not None:
+        if self.machine_options:
             self.query_one("#nps", Input).focus()
 
     def action_cancel(self) -> None:

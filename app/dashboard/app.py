@@ -1,28 +1,33 @@
-"""The Textual dashboard: one app class, fed by a source (live or replay) through a worker thread.
+"""The Textual dashboard: one app class over the monitoring core.
 
-Data flows one way: the worker calls ``source.sample()`` (never on the UI thread), posts a
+Data flows one way: a :class:`~numatop_llm.monitor.ticker.Ticker` thread asks the
+:class:`~numatop_llm.monitor.session.MonitorSession` for a sample (never on the UI thread), posts a
 ``SampleArrived`` message, the app updates ``AppState`` and hands the widgets what they render.
 """
 
 from __future__ import annotations
 
-import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.message import Message
-from textual.screen import ModalScreen
-from textual.widgets import DataTable, Footer, Input, OptionList, Static, TabbedContent, TabPane
-from textual.widgets.option_list import Option
+from textual.widgets import DataTable, Footer, Input, Static, TabbedContent, TabPane
 
+from numatop_llm.dashboard.messages import ReplayEnded, SampleArrived, SourceFailed
+from numatop_llm.dashboard.screens import EnginePicker
 from numatop_llm.monitor.planbridge import EnginePlanner
+from numatop_llm.monitor.session import MonitorSession
+from numatop_llm.monitor.sources import Source
 from numatop_llm.monitor.state import AppState, clock
+from numatop_llm.monitor.ticker import Ticker
+from numatop_llm.planner import PlanConfig
 from numatop_llm.probes.models import Engine, Snapshot
+from numatop_llm.probes.textio import is_denied
+from numatop_llm.recording import Recorder
 from numatop_llm.widgets.diagnoses import Diagnoses
 from numatop_llm.widgets.help import HelpScreen
 from numatop_llm.widgets.memory_history import MemoryHistory
@@ -30,6 +35,9 @@ from numatop_llm.widgets.node_memory import NodeMemory
 from numatop_llm.widgets.numa_map import NumaMap
 from numatop_llm.widgets.processes import ProcessTable, ThreadTable
 from numatop_llm.widgets.relaunch_view import RelaunchScreen
+
+if TYPE_CHECKING:  # pragma: no cover
+    from numatop_llm.launcher import Step
 
 INTERVALS = (0.5, 1.0, 2.0, 5.0, 10.0)
 
@@ -45,54 +53,6 @@ def _set(widget: Static, text: Text) -> None:
         text,
         layout=last is None or len(last.plain) != len(text.plain) or last.plain.count("\n") != text.plain.count("\n"),
     )
-
-
-class SampleArrived(Message):
-    def __init__(self, snapshot: Snapshot, plan: Any, plan_problem: str | None, note: str | None) -> None:
-        super().__init__()
-        self.snapshot, self.plan, self.plan_problem, self.note = snapshot, plan, plan_problem, note
-
-
-class ReplayEnded(Message):
-    pass
-
-
-class SourceFailed(Message):
-    def __init__(self, reason: str) -> None:
-        super().__init__()
-        self.reason = reason
-
-
-class EnginePicker(ModalScreen[int | None]):
-    """More than one engine runs: pick one (Enter), or Esc to watch the machine only."""
-
-    BINDINGS = [Binding("escape", "dismiss_none", "machine only")]
-    DEFAULT_CSS = """
-    EnginePicker { align: center middle; }
-    EnginePicker > Vertical { width: 80%; height: auto; max-height: 80%; border: round $accent;
-        background: $panel; }
-    """
-
-    def __init__(self, candidates: list[Any]) -> None:
-        super().__init__()
-        self.candidates = candidates
-
-    def compose(self) -> ComposeResult:
-        with Vertical():
-            yield Static(Text("vLLM engines running here — pick one", style="bold"))
-            yield OptionList(
-                *(
-                    Option(f"pid {c.root_pid:<8} {c.workers} worker(s)  {c.model or '?'}", id=str(c.root_pid))
-                    for c in self.candidates
-                )
-            )
-
-    @on(OptionList.OptionSelected)
-    def _picked(self, event: OptionList.OptionSelected) -> None:
-        self.dismiss(int(event.option.id or 0))
-
-    def action_dismiss_none(self) -> None:
-        self.dismiss(None)
 
 
 class NumatopApp(App[None]):
@@ -123,16 +83,15 @@ class NumatopApp(App[None]):
 
     def __init__(
         self,
-        source: Any,
+        source: Source,
         *,
         interval: float = 1.0,
-        recorder: Any = None,
+        recorder: Recorder | None = None,
         first_note: str | None = None,
         plan_every: float = 30.0,
         offer_live: bool = False,
     ) -> None:
         super().__init__()
-        self.source = source
         self.interval = interval
         self.recorder = recorder
         self.state = AppState()
@@ -142,12 +101,17 @@ class NumatopApp(App[None]):
         self.replay_done = False
         self.filter_text = ""
         self.relaunching = False
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._selected_pid: int | None = None
+        self.session = MonitorSession(source, planner=self.bridge, remember=source.live)
+        self.ticker: Ticker | None = None
+        #: bumped at every change of source: samples of an older session are dropped on arrival
+        self.generation = 0
         self.first_frame_at: float | None = None
         #: say on the status line that L switches to this machine (a demo or replay started by the user)
         self.offer_live = offer_live
+
+    @property
+    def source(self) -> Source:
+        return self.session.source
 
     # -- layout ----------------------------------------------------------------------------
 
@@ -183,85 +147,82 @@ class NumatopApp(App[None]):
     def on_mount(self) -> None:
         self.main.query_one("#info", Static).update(Text("numatop-llm — reading the machine…", style="bold"))
         self._status()
-        if getattr(self.source, "live", False) and len(getattr(self.source, "candidates", [])) > 1:
+        if self.source.live and len(self.source.candidates) > 1:
             self.push_screen(EnginePicker(self.source.candidates), self._engine_picked)
-        self.sampler()
+        self._start_sampling()
 
-    # -- the sampler worker ----------------------------------------------------------------
+    # -- sampling: the monitoring core on its own thread ----------------------------------------
 
-    @work(thread=True, exclusive=True, group="sampler", exit_on_error=False)
-    def sampler(self) -> None:
-        due = time.monotonic()
-        while not self._stop.is_set():
-            wait = due - time.monotonic()
-            if wait > 0:
-                self._wake.wait(wait)
-                self._wake.clear()
-                if self._stop.is_set():
-                    return
-                if self.paused:
-                    due = time.monotonic() + self.interval
-                    continue
-                if time.monotonic() < due - 0.001:
-                    continue
-            late = time.monotonic() - due
-            source = self.source
+    def _start_sampling(self) -> None:
+        """Start a ticker for the current session (the previous one must be stopped)."""
+        session, generation = self.session, self.generation
+
+        def tick(late: float) -> float | None:
             try:
-                snap = source.sample(late if late > max(0.1, 0.25 * self.interval) else 0.0)
+                sample = session.sample(late)
             except Exception as exc:
                 self.post_message(SourceFailed(f"sampling failed: {type(exc).__name__}: {exc}"))
-                snap = None
-                if getattr(source, "live", False):
-                    due = time.monotonic() + self.interval
-                    continue
-            if snap is None:
-                if source is self.source:
-                    self.post_message(ReplayEnded())
-                    return
-                continue
-            plan = self.bridge.plan(snap.engine, snap.topology) if snap.engine is not None else None
-            self.post_message(SampleArrived(snap, plan, self.bridge.problem, self.bridge.note))
-            pace = source.pace(self.interval) if hasattr(source, "pace") else self.interval
-            due += pace if not getattr(source, "live", False) else self.interval
-            now = time.monotonic()
-            if now > due:  # overran: skip missed deadlines, sample now (it will be marked late)
-                due += ((now - due) // self.interval) * self.interval
+                return self.interval
+            if sample is None:
+                self.post_message(ReplayEnded(generation))
+                return None
+            self.post_message(SampleArrived(sample, generation, session.source.live))
+            return session.source.pace(self.interval)
+
+        self.ticker = Ticker(tick, self.interval)
+        self.ticker.paused = self.paused
+        self.ticker.start()
+
+    def switch_source(self, source: Source) -> None:
+        """Watch ``source`` from now on: the old sampler thread is stopped and joined first."""
+        if self.ticker is not None:
+            self.ticker.stop()
+        self.session.close()
+        self.generation += 1
+        self.session = MonitorSession(source, planner=self.bridge, remember=source.live)
+        self.state = AppState()
+        self.replay_done = False
+        self.note = None
+        self.offer_live = not source.live
+        self._start_sampling()
 
     def on_unmount(self) -> None:
-        self._stop.set()
-        self._wake.set()
+        if self.ticker is not None:
+            self.ticker.stop()
         if self.recorder is not None:
             self.recorder.close()
         try:
-            self.source.close()
+            self.session.close()
         except Exception:
             pass
 
     @on(SampleArrived)
     def _sample(self, msg: SampleArrived) -> None:
-        self.state.update(msg.snapshot, msg.plan, msg.plan_problem, msg.note)
+        if msg.generation != self.generation:
+            return
+        sample = msg.sample
+        self.state.update(sample)
         if self.recorder is not None:
             try:
-                self.recorder.write(msg.snapshot)
+                self.recorder.write(sample.snapshot)
             except OSError as exc:
                 self.notify(f"recording stopped: {exc}", severity="error")
                 self.recorder = None
-        if getattr(self.source, "live", False) and msg.snapshot.engine is not None:
-            self._remember(msg.snapshot)
+        if sample.candidates is not None:
+            found = list(sample.candidates)
+            if len(found) > 1:
+                self.push_screen(EnginePicker(found), self._engine_picked)
+            self.notify(
+                f"{len(found)} vLLM engine(s) found" + (f": attached to {sample.attached_pid}" if found else "")
+            )
         self.render_state()
         if self.first_frame_at is None:
             self.first_frame_at = time.monotonic()
 
-    def _remember(self, snap: Snapshot) -> None:
-        key = (snap.engine.root_pid, len(snap.engine.processes)) if snap.engine else None
-        if key != getattr(self, "_remembered", None):
-            from numatop_llm.statedir import remember_engine
-
-            remember_engine(snap.engine, snap.topology, snap.taken_at)
-            self._remembered = key
-
     @on(ReplayEnded)
-    def _replay_ended(self) -> None:
+    def _replay_ended(self, msg: ReplayEnded) -> None:
+        if msg.generation != self.generation:
+            return
         self.replay_done = True
         self._status()
 
@@ -350,18 +311,18 @@ class NumatopApp(App[None]):
         status = self.main.query_one("#status", Static)
         parts: list[tuple[str, str]] = []
         alert = False
-        src = getattr(self.source, "label", "")
+        src = self.source.label
         if st.exit is not None:
             parts.append((st.exit.headline + " — last snapshot shown; r re-discovers", "bold"))
             alert = True
-        elif st.latest is not None and st.latest.engine is None and getattr(self.source, "live", False):
-            lost = getattr(self.source, "lost_pid", None)
+        elif st.latest is not None and st.latest.engine is None and self.source.live:
+            lost = self.source.lost_pid
             if lost:
                 parts.append((f"process {lost} exited — r re-discovers", "bold"))
                 alert = True
             else:
                 parts.append(("no vLLM engine running here — r looks again, D opens the demo", "yellow"))
-        if not getattr(self.source, "live", False) and self.offer_live:
+        if not self.source.live and self.offer_live:
             parts.append(("L watches this machine", "yellow"))
         if self.paused:
             parts.append(("PAUSED (p resumes)", "bold yellow"))
@@ -373,7 +334,7 @@ class NumatopApp(App[None]):
             parts.append((f"{src} {when} every {self.interval:g}s · sample {1000 * s.sample_seconds:.0f} ms", "dim"))
             if s.late_seconds:
                 parts.append((f"late {s.late_seconds:.1f}s", "yellow"))
-            denied = sum(1 for d in s.degraded if "ermission" in d)
+            denied = sum(1 for d in s.degraded if is_denied(d))
             if denied:
                 parts.append((f"{denied} files unreadable (not root?)", "yellow"))
         if self.note:
@@ -393,19 +354,25 @@ class NumatopApp(App[None]):
 
     def action_pause(self) -> None:
         self.paused = not self.paused
-        self._wake.set()
+        if self.ticker is not None:
+            self.ticker.paused = self.paused
+            self.ticker.wake()
+        self._status()
+
+    def _set_interval(self, interval: float) -> None:
+        self.interval = interval
+        if self.ticker is not None:
+            self.ticker.interval = interval
+            self.ticker.wake()
         self._status()
 
     def action_slower(self) -> None:
         bigger = [i for i in INTERVALS if i > self.interval]
-        self.interval = bigger[0] if bigger else self.interval
-        self._status()
+        self._set_interval(bigger[0] if bigger else self.interval)
 
     def action_faster(self) -> None:
         smaller = [i for i in INTERVALS if i < self.interval]
-        self.interval = smaller[-1] if smaller else self.interval
-        self._wake.set()
-        self._status()
+        self._set_interval(smaller[-1] if smaller else self.interval)
 
     def action_distances(self) -> None:
         m = self.main.query_one(NumaMap)
@@ -462,49 +429,32 @@ class NumatopApp(App[None]):
         self._render_processes()
 
     def action_rediscover(self) -> None:
-        src = self.source
-        if not getattr(src, "live", False):
+        if not self.source.live:
             self.notify("a replay cannot re-discover; run numatop-llm without --demo to watch this machine")
             return
-        found = src.rediscover()
         self.state.exit = None
-        if len(found) > 1:
-            self.push_screen(EnginePicker(found), self._engine_picked)
-        self.notify(f"{len(found)} vLLM engine(s) found" + (f": attached to {src.attached_pid}" if found else ""))
-        self._wake.set()
+        # /proc is scanned on the sampler's thread; the next sample carries what was found
+        self.session.request_rediscover()
+        if self.ticker is not None:
+            self.ticker.wake()
 
     def _engine_picked(self, pid: int | None) -> None:
         self.source.attach(pid)
-        self._wake.set()
+        if self.ticker is not None:
+            self.ticker.wake()
 
     def action_demo(self) -> None:
         from numatop_llm.monitor.sources import demo_source
 
-        old = self.source
-        self.source = demo_source()
-        self.state = AppState()
-        self.replay_done = False
-        self.note = None
-        self.offer_live = True
-        try:
-            old.close()
-        except Exception:
-            pass
-        self.sampler()
+        self.switch_source(demo_source())
 
     def action_live(self) -> None:
         from numatop_llm.monitor.sources import LiveSource
 
-        if getattr(self.source, "live", False):
+        if self.source.live:
             return
-        old = self.source
-        self.source = LiveSource()
-        self.state = AppState()
-        self.replay_done = False
-        self.note = None
-        self.offer_live = False
-        old.close()
-        self.sampler()
+        self.switch_source(LiveSource(discover=False))
+        self.session.request_rediscover()
 
     # -- what-if and relaunch --------------------------------------------------------------
 
@@ -520,7 +470,6 @@ class NumatopApp(App[None]):
         try:
             import numatop_llm.planner as planner
             from numatop_llm.monitor.planbridge import model_path
-            from numatop_llm.planner import machineplan
 
             path = model_path(engine)
             if path is None:
@@ -539,13 +488,12 @@ class NumatopApp(App[None]):
                     start = best[0].config
             except Exception:
                 pass
-        live = getattr(self.source, "live", False) and st.engine_alive
+        live = self.source.live and st.engine_alive
         why = (
             "" if live else "this is a recording: nothing to relaunch here (numatop-llm relaunch --pid N on the server)"
         )
         self.push_screen(
             WhatIfScreen(
-                planner,
                 model,
                 snap.topology,
                 base,
@@ -554,12 +502,12 @@ class NumatopApp(App[None]):
                 can_relaunch=live,
                 why_not=why,
                 engine=engine,
-                machine_whatif=machineplan,
+                machine_options=True,
             ),
             self._whatif_done,
         )
 
-    def _preview(self, engine: Engine, base: Any, cfg: Any) -> list[str]:
+    def _preview(self, engine: Engine, base: PlanConfig, cfg: PlanConfig) -> list[str]:
         """What the relaunch would change, from the configuration alone (no /proc read here)."""
         out = []
         for name, a, b in (
@@ -577,7 +525,7 @@ class NumatopApp(App[None]):
             )
         return out
 
-    def _whatif_done(self, result: Any) -> None:
+    def _whatif_done(self, result: PlanConfig | tuple[PlanConfig, list[str], dict[str, str]] | None) -> None:
         if result is None or self.state.engine is None:
             return
         # (config, numactl options, env) when the what-if changes the launch line (issue #17)
@@ -590,7 +538,12 @@ class NumatopApp(App[None]):
 
     @work(thread=True, exclusive=True, group="relaunch", exit_on_error=False)
     def relaunch(
-        self, pid: int, cfg: Any, screen: RelaunchScreen, numactl: list[str] | None = None, env: Any = None
+        self,
+        pid: int,
+        cfg: PlanConfig,
+        screen: RelaunchScreen,
+        numactl: list[str] | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         def ui(fn, *a) -> None:
             self.call_from_thread(fn, *a)
@@ -617,7 +570,7 @@ class NumatopApp(App[None]):
                     plan = planner.make_plan(self.bridge.load(path), snap.topology, cfg, engine=snap.engine)
             self.relaunching = True
 
-            def on_step(step: Any) -> None:
+            def on_step(step: Step) -> None:
                 msg = step.message
                 if step.countdown is not None:
                     msg = f"{msg} ({step.countdown:.0f} s left)"
@@ -626,7 +579,8 @@ class NumatopApp(App[None]):
             outcome = Relaunch(old, new, on_step=on_step, plan=plan).run()
             if outcome.new_pid:
                 self.source.attach(outcome.new_pid)
-                self._wake.set()
+                if self.ticker is not None:
+                    self.ticker.wake()
             ui(screen.finish, outcome.ok, outcome.message, "" if outcome.ok else outcome.log_tail)
         except Exception as exc:
             ui(screen.finish, False, f"relaunch failed: {type(exc).__name__}: {exc}")

@@ -8,12 +8,12 @@ panel, ``numatop-llm snapshot`` style reports and the tests all read the same li
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from enum import StrEnum
+from typing import Any, Protocol
 
+from numatop_llm.postmortem import Explanation
 from numatop_llm.probes.models import Process, Snapshot
-
-if TYPE_CHECKING:  # pragma: no cover
-    from numatop_llm.monitor.state import AppState
+from numatop_llm.probes.textio import is_denied
 
 GIB = 2**30
 MIB = 2**20
@@ -23,20 +23,62 @@ NEARLY_FULL = 0.05
 REMOTE_MIN_BYTES = 256 * MIB
 REMOTE_MIN_SHARE = 0.05
 
-SEVERITIES = ("critical", "warning", "info")
+
+class Severity(StrEnum):
+    """How bad a finding is, most severe first."""
+
+    CRITICAL = "critical"
+    WARNING = "warning"
+    INFO = "info"
+
+    @property
+    def rank(self) -> int:
+        return list(Severity).index(self)
 
 
 @dataclass(frozen=True)
 class Finding:
-    severity: str  # critical | warning | info
+    severity: Severity
     code: str
     text: str
     pid: int | None = None
     node: int | None = None
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "severity", Severity(self.severity))
+
     @property
     def rank(self) -> int:
-        return SEVERITIES.index(self.severity)
+        return self.severity.rank
+
+
+class Exited(Protocol):
+    pid: int
+    explanation: Explanation | None
+
+    @property
+    def headline(self) -> str: ...
+
+
+class History(Protocol):
+    """What the diagnoses read beyond one snapshot (``AppState`` provides it)."""
+
+    @property
+    def exit(self) -> Exited | None: ...
+
+    @property
+    def kills(self) -> list[tuple[float, Explanation]]: ...
+
+    @property
+    def plan(self) -> Any: ...
+
+    @property
+    def plan_problem(self) -> str | None: ...
+
+    @property
+    def plan_note(self) -> str | None: ...
+
+    def growth_rate(self, node: int, seconds: float = 10.0) -> float | None: ...
 
 
 def gib(n: float | int | None) -> str:
@@ -84,7 +126,7 @@ def _plan_findings(plan: Any, snap: Snapshot) -> list[Finding]:
     return out
 
 
-def diagnose(snap: Snapshot, state: AppState | None = None) -> list[Finding]:
+def diagnose(snap: Snapshot, state: History | None = None) -> list[Finding]:
     """Everything worth telling the operator about this sample, most severe first."""
     out: list[Finding] = []
     topo = snap.topology
@@ -232,7 +274,7 @@ def diagnose(snap: Snapshot, state: AppState | None = None) -> list[Finding]:
         out.append(Finding("info", "no-plan", state.plan_problem))
     if state is not None and state.plan_note and engine is not None:
         out.append(Finding("info", "plan-note", state.plan_note))
-    denied = [d for d in snap.degraded if "ermission" in d]
+    denied = [d for d in snap.degraded if is_denied(d)]
     if denied:
         out.append(
             Finding(

@@ -9,9 +9,11 @@ model descriptions, the bundled config is used instead, and the reason says so.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from numatop_llm import planner
+from numatop_llm.planner import ModelSpec, Plan
 from numatop_llm.probes.models import Engine, Topology
 
 MIB = 2**20
@@ -30,6 +32,17 @@ def model_path(engine: Engine) -> str | None:
     return str(path)
 
 
+@dataclass(frozen=True)
+class PlanVerdict:
+    """The planner's verdict on the running configuration: a plan, or the one-line reason there is none."""
+
+    plan: Plan | None = None
+    #: why there is no plan (model unreadable, planner error)
+    problem: str | None = None
+    #: a caveat on the plan (e.g. planned from the bundled config of the same name)
+    note: str | None = None
+
+
 class EnginePlanner:
     """``plan(engine, topology)`` → the planner's ``Plan`` for the running configuration, or None.
 
@@ -44,24 +57,11 @@ class EnginePlanner:
         self.note: str | None = None
         self._key: tuple | None = None
         self._at = 0.0
-        self._plan: Any = None
-        self._models: dict[str, Any] = {}
-        try:
-            import numatop_llm.planner as planner
-        except ImportError as exc:
-            self._mod = None
-            self.problem = f"planner not available ({exc})"
-        else:
-            self._mod = planner
+        self._plan: Plan | None = None
+        self._models: dict[str, ModelSpec] = {}
 
-    @property
-    def available(self) -> bool:
-        return self._mod is not None
-
-    def load(self, path: str) -> Any:
+    def load(self, path: str) -> ModelSpec:
         """The model at ``path``; the bundled description of the same name when the path is unreadable."""
-        planner = self._mod
-        assert planner is not None
         cached = self._models.get(path)
         if cached is not None:
             return cached
@@ -77,8 +77,13 @@ class EnginePlanner:
         self._models = {path: model}
         return model
 
-    def plan(self, engine: Engine | None, topology: Topology) -> Any:
-        if self._mod is None or engine is None or not engine.is_vllm:
+    def verdict(self, engine: Engine | None, topology: Topology) -> PlanVerdict:
+        """The plan for ``engine`` on ``topology`` with its problem and note, as one value."""
+        plan = self.plan(engine, topology)
+        return PlanVerdict(plan, self.problem if engine is not None and engine.is_vllm else None, self.note)
+
+    def plan(self, engine: Engine | None, topology: Topology) -> Plan | None:
+        if engine is None or not engine.is_vllm:
             return None
         totals = tuple((n.id, (n.total_bytes or 0) // (64 * MIB)) for n in topology.nodes)
         key = (engine.root_pid, engine.config.model_dump_json(), totals)
@@ -91,9 +96,7 @@ class EnginePlanner:
             if path is None:
                 raise ValueError("the engine's model path is unknown")
             model = self.load(path)
-            self._plan = self._mod.make_plan(
-                model, topology, self._mod.config_from_engine(engine.config), engine=engine
-            )
+            self._plan = planner.make_plan(model, topology, planner.config_from_engine(engine.config), engine=engine)
             self.problem = None
         except Exception as exc:  # planner trouble must never stop the dashboard's samples
             self._plan = None

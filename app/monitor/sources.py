@@ -1,8 +1,8 @@
-"""Where the dashboard's snapshots come from: a live machine, or a recording being replayed.
+"""Where snapshots come from: a live machine, or a recording being replayed.
 
-Both sources have the same shape — ``sample()`` returns the next ``Snapshot`` (``None`` when a
-replay has ended) — so the app, its tests and the exporter all handle one kind of data. The
-Textual app calls ``sample()`` from a worker thread, never from the UI thread.
+Both sources follow the :class:`Source` protocol — ``sample()`` returns the next ``Snapshot``
+(``None`` when a replay has ended) — so the dashboard, the exporter, ``diagnose`` and the tests
+all handle one kind of data. ``sample()`` runs on the sampler's thread, never on a UI thread.
 """
 
 from __future__ import annotations
@@ -10,12 +10,38 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 from numatop_llm.probes.engine import EngineCandidate, discover_engines
 from numatop_llm.probes.kernel_log import KernelOomWatch
 from numatop_llm.probes.models import Snapshot
 from numatop_llm.probes.roots import SysRoots
 from numatop_llm.probes.snapshot import CADENCE, SnapshotReader
+
+
+@runtime_checkable
+class Source(Protocol):
+    """What the monitoring core needs from a source of snapshots."""
+
+    #: True for this machine (or a tree on disk) read now; False for a recording
+    live: bool
+    label: str
+    attached_pid: int | None
+    #: the engine that was attached and has exited (None while attached or never attached)
+    lost_pid: int | None
+    candidates: list[EngineCandidate]
+
+    def sample(self, late_seconds: float = 0.0) -> Snapshot | None: ...
+
+    def pace(self, default: float) -> float:
+        """Seconds to the next sample (a replay keeps its recording's rhythm)."""
+        ...
+
+    def attach(self, pid: int | None) -> None: ...
+
+    def rediscover(self) -> list[EngineCandidate]: ...
+
+    def close(self) -> None: ...
 
 
 def pick_engine(found: list[EngineCandidate]) -> EngineCandidate | None:
@@ -28,9 +54,11 @@ def pick_engine(found: list[EngineCandidate]) -> EngineCandidate | None:
 class LiveSource:
     """Samples this machine (or a tree at ``roots``) and, when attached, one engine tree.
 
-    With ``pid`` it follows that process's tree. Without, it discovers vLLM engines: it attaches
-    when exactly one runs (or the first with workers), and after the engine exits it stays
-    detached until ``rediscover()`` — the user decides when to follow a new engine.
+    With ``pid`` it follows that process's tree, once. Without, it discovers vLLM engines: it
+    attaches when exactly one runs (or the first with workers). After the engine exits it stays
+    detached until ``rediscover()`` (the dashboard: the user decides when to follow a new
+    engine), or, with ``follow``, looks again at every sample (the exporter: a relaunched or
+    restarted engine is picked up by itself).
     """
 
     live = True
@@ -41,9 +69,11 @@ class LiveSource:
         pid: int | None = None,
         *,
         discover: bool = True,
+        follow: bool = False,
         kernel_log: Path | None = Path("/dev/kmsg"),
     ) -> None:
         self.roots = roots or SysRoots()
+        self.follow = follow and pid is None
         self.reader = SnapshotReader(self.roots, None)
         live_proc = self.roots.proc.resolve() == Path("/proc")
         self.oom_watch = KernelOomWatch(kernel_log if live_proc else None)
@@ -76,6 +106,8 @@ class LiveSource:
 
     def sample(self, late_seconds: float = 0.0) -> Snapshot:
         # the lock keeps an attach() from another thread (a relaunch) out of a sample in progress
+        if self.follow and self.attached_pid is None:
+            self.rediscover()
         with self._lock:
             kills = tuple(self.oom_watch.poll())
             snap = self.reader.read(**CADENCE, late_seconds=late_seconds, oom_kills=kills)
@@ -86,11 +118,24 @@ class LiveSource:
                 self.lost_pid = self.attached_pid
                 self.reader.attach(None)
                 self.attached_pid = None
+                if self.follow:
+                    # an engine relaunched under another pid is the same service: follow it now
+                    self.candidates = discover_engines(self.roots)
+                    best = pick_engine(self.candidates)
+                    if best is not None:
+                        self.reader.attach(best.root_pid)
+                        self.attached_pid = best.root_pid
+                        again = self.reader.read(**CADENCE, late_seconds=late_seconds)
+                        snap = again.model_copy(update={"oom_kills": kills})
             return snap
 
+    def pace(self, default: float) -> float:
+        return default
+
     def close(self) -> None:
-        self.reader.attach(None)
-        self.oom_watch.close()
+        with self._lock:
+            self.reader.attach(None)
+            self.oom_watch.close()
 
 
 class ReplaySource:

@@ -1,8 +1,8 @@
-"""The dashboard's state: the latest snapshot, history, the engine's exit, and the findings.
+"""What a watcher accumulates over samples: the latest snapshot, history, the engine's exit, findings.
 
-One place owns each fact: widgets read from here and never from /proc. Updated once per sample
-(on the UI thread, from the message the sampler worker posts); plain Python, no Textual, so the
-exporter-style tests and the state tests run without a terminal.
+One place owns each fact: widgets read from here and never from /proc. Updated once per
+:class:`~numatop_llm.monitor.session.MonitorSample` (the dashboard does it on the UI thread, from
+the message the sampler posts; ``diagnose`` does it directly); plain Python, no Textual.
 """
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
 
 from numatop_llm.monitor.diagnoses import Finding, diagnose
+from numatop_llm.monitor.session import MonitorSample
+from numatop_llm.planner import Plan
 from numatop_llm.postmortem import Explanation, explain_kill
 from numatop_llm.probes.kernel_log import OomKill
 from numatop_llm.probes.models import Engine, Snapshot
@@ -55,7 +56,7 @@ class AppState:
     latest: Snapshot | None = None
     #: the last snapshot in which the engine was alive (kept after it exits)
     last_engine: Snapshot | None = None
-    plan: Any = None
+    plan: Plan | None = None
     plan_problem: str | None = None
     plan_note: str | None = None
     exit: EngineExit | None = None
@@ -65,8 +66,6 @@ class AppState:
     history: deque[HistoryPoint] = field(default_factory=lambda: deque(maxlen=HISTORY))
     samples: int = 0
     late_samples: int = 0
-    #: pid → what it was (label or role), for every engine process seen
-    known: dict[int, str] = field(default_factory=dict)
     _record: dict | None = None
 
     @property
@@ -80,38 +79,36 @@ class AppState:
     def engine_alive(self) -> bool:
         return self.latest is not None and self.latest.engine is not None
 
-    def update(
-        self, snap: Snapshot, plan: Any = None, plan_problem: str | None = None, plan_note: str | None = None
-    ) -> None:
+    def update(self, sample: MonitorSample) -> None:
+        """Take in one sample: kills are explained, an exit noticed, history and findings renewed."""
+        snap = sample.snapshot
         prev_alive = self.engine_alive
         self.latest = snap
         self.samples += 1
         if snap.late_seconds > 0:
             self.late_samples += 1
-        self.plan, self.plan_problem, self.plan_note = plan, plan_problem, plan_note
+        v = sample.verdict
+        self.plan, self.plan_problem, self.plan_note = v.plan, v.problem, v.note
         engine = snap.engine
         # kills first, explained with the engine as it was before this sample (the victim is gone now)
-        for k in snap.oom_kills:
-            if k.pid in self.known or (engine is not None and k.pid in {p.pid for p in engine.processes}):
-                rec = self._record_for()
-                boot = snap.taken_at - k.uptime_seconds if k.uptime_seconds is not None else None
-                self.kills.append((snap.taken_at, explain_kill(k, rec, boot)))
+        for ek in sample.engine_kills:
+            k = ek.kill
+            rec = self._record_for()
+            boot = snap.taken_at - k.uptime_seconds if k.uptime_seconds is not None else None
+            self.kills.append((snap.taken_at, explain_kill(k, rec, boot)))
         if engine is not None:
             if (
                 self.last_engine is None
                 or self.last_engine.engine is None
                 or (self.last_engine.engine.root_pid != engine.root_pid)
             ):
-                self.exit = None  # a new engine: forget the old one's exit, kills and processes
+                self.exit = None  # a new engine: forget the old one's exit and kills
                 self.kills = []
-                self.known = {}
             self.last_engine = snap
-            for p in engine.processes:
-                self.known[p.pid] = p.label or p.role.value
             self._record = None
         if prev_alive and engine is None and self.last_engine is not None and self.last_engine.engine is not None:
             lost = self.last_engine.engine
-            seen = next(((at, e) for at, e in reversed(self.kills) if e.pid in self.known), None)
+            seen = self.kills[-1] if self.kills else None
             self.exit = EngineExit(
                 pid=lost.root_pid,
                 at=seen[0] if seen else snap.taken_at,
