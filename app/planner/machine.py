@@ -497,4 +497,8 @@ def visible_memory_nodes(topology: Topology, visible: Iterable[int]) -> Topology
     (``get_visible_memory_node``: the listed nodes that are also in ``Mems_allowed``)."""
     keep = set(visible)
     nodes = tuple(n if n.id in keep else n.model_copy(update={"memory": None}) for n in topology.nodes)
-    return topology.model_copy(update={"nodes": nodes})
+    hidden = sum(n.memory.total_bytes for n in topology.nodes if n.id not in keep and n.memory is not None)
+    sysmem = topology.system_mem_total_bytes
+    return topology.model_copy(
+        update={"nodes": nodes, "system_mem_total_bytes": None if sysmem is None else max(0, sysmem - hidden)}
+    )

@@ -128,6 +128,8 @@ def candidate_json(c: Candidate, pl: Placement) -> dict[str, Any]:
 
 def print_machine(what: MachineWhatIf, pl: Placement | None, console: Any) -> None:
     """The machine header and the cost lines (rich console)."""
+    from rich.markup import escape
+
     m = what.machine
     console.print(
         f"[bold]machine[/]: {m.label} — {len(m.topology.nodes)} node(s): "
@@ -137,19 +139,21 @@ def print_machine(what: MachineWhatIf, pl: Placement | None, console: Any) -> No
         )
     )
     for c in m.changes:
-        console.print(f"  change: {c}")
+        console.print(f"  change: {escape(c)}")
     if what.launch is not None:
-        console.print(f"  launch: {what.launch.summary()}")
+        console.print(f"  launch: {escape(what.launch.summary())}")
     for n in (*m.notes, *what.notes):
-        console.print(f"  note: {n}")
+        console.print(f"  note: {escape(n)}")
     if pl is not None:
         print_machine_cost(pl, console)
 
 
 def print_machine_cost(pl: Placement, console: Any) -> None:
-    console.print(f"[bold]what you give up[/]: {pl.headline()}")
+    from rich.markup import escape
+
+    console.print(f"[bold]what you give up[/]: {escape(pl.headline())}")
     for f in pl.findings:
-        console.print(f"  • {f}")
+        console.print(f"  • {escape(f)}")
 
 
 def save(path: Any, what: MachineWhatIf, config: PlanConfig, p: Plan, pl: Placement) -> None:
