@@ -51,6 +51,25 @@ async def shoot(
         return path
 
 
+async def shoot_snc_off() -> Path:
+    """The what-if with SNC off: ctrl+n focuses "nodes/socket (BIOS)", type 1, load the story's TP=2 KV 4 GiB."""
+    from numatop_llm.widgets.whatif import WhatIfScreen
+
+    app = replay_app(demo_upto(29))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until_replayed(pilot)
+        await pilot.press("w")
+        await wait_for(lambda: isinstance(app.screen, WhatIfScreen))
+        screen = app.screen
+        await pilot.press("ctrl+n", "1")
+        await pilot.pause(0.4)
+        screen.load(screen.base.model_copy(update={"tp": 2, "kv_gib": 4.0}))
+        await wait_for(lambda: bool(screen.candidates) and "remote" in screen.candidates[0].why, 60)
+        await pilot.pause(0.5)
+        app.save_screenshot(filename="demo-whatif-snc-off.svg", path=str(HERE))
+        return HERE / "demo-whatif-snc-off.svg"
+
+
 def to_png(svg: Path) -> None:
     tool = shutil.which("rsvg-convert")
     if tool is None:
@@ -66,9 +85,7 @@ async def main(real: bool) -> None:
     shots.append(await shoot(replay_app(list(demo_frames())), "demo-after-kill", (100, 30)))
     shots.append(await shoot(replay_app(demo_upto(29)), "demo-processes", (100, 30), ("2", "down", "down")))
     shots.append(await shoot(replay_app(demo_upto(29)), "demo-whatif", (100, 30), ("w",)))
-    # the machine what-if: ctrl+n focuses "nodes/socket (BIOS)", type 1 (SNC off)
-    snc_off = ("w", "ctrl+n", "1")
-    shots.append(await shoot(replay_app(demo_upto(29)), "demo-whatif-snc-off", (100, 30), snc_off))
+    shots.append(await shoot_snc_off())
     shots.append(await shoot(replay_app(list(demo_frames())), "demo-memory", (100, 30), ("3",)))
     shots.append(await shoot(replay_app(demo_upto(29)), "help", (100, 30), ("question_mark",)))
     with tempfile.TemporaryDirectory() as tmp:

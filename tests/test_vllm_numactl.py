@@ -63,7 +63,7 @@ def test_workers_rebind_under_a_launchers_numactl_interleave(vllm_engine_factory
     assert r.returncode in (0, 1), r.stderr
     assert "is a BIOS change: nothing was stopped or started" in r.stderr
     saved = next(w for w in r.stderr.split() if w.endswith(".json") and "machine-whatif-" in w)
-    assert eng.alive()
+    assert eng.alive
     r = _cli("plan", "--pid", str(eng.pid), "--check-machine", saved, "--json")
     check = json.loads(r.stdout)["machine_check"]
     assert check["matches"] is True and check["differences"] == []

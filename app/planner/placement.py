@@ -267,6 +267,8 @@ class Placement(_Frozen):
 
     def headline(self) -> str:
         """``75% of memory traffic remote (avg distance 11.5)``."""
+        if not self.ranks:
+            return "nothing placed: vLLM would not start this configuration"
         return (
             f"{self.mean_remote_share:.0%} of memory traffic remote (worst rank {self.worst_remote_share:.0%}), "
             f"average distance {self.mean_distance:.1f} (10 = local)"
@@ -399,6 +401,8 @@ def place(plan: Plan, machine: Machine | None = None, launch: LaunchPolicy | Non
             if d is not None:
                 threads[d] = threads.get(d, 0.0) + 1.0
         node_pages, words, overridden = _rank_pages(r, plan, launch, topo)
+        if not node_pages:
+            continue  # no node: vLLM refuses the layout, nothing is placed
         pages: dict[int, float] = {}
         for node, share in node_pages.items():
             for dom, part in machine.node_domains.get(node, {node: 1.0}).items():
