@@ -14,9 +14,8 @@ from typing import Any, Protocol
 from numatop_llm.postmortem import Explanation
 from numatop_llm.probes.models import Process, Snapshot
 from numatop_llm.probes.textio import is_denied
+from numatop_llm.units import MIB, gib
 
-GIB = 2**30
-MIB = 2**20
 #: a node with less than this share of its memory available is "nearly full"
 NEARLY_FULL = 0.05
 #: memory of a rank on other nodes worth a finding: above both of these
@@ -79,12 +78,6 @@ class History(Protocol):
     def plan_note(self) -> str | None: ...
 
     def growth_rate(self, node: int, seconds: float = 10.0) -> float | None: ...
-
-
-def gib(n: float | int | None) -> str:
-    if n is None:
-        return "?"
-    return f"{n / GIB:.1f} GiB"
 
 
 def _plan_findings(plan: Any, snap: Snapshot) -> list[Finding]:
