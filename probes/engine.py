@@ -363,12 +363,12 @@ class EngineReader:
                 if now < quiet_until or numa_cost >= NUMA_MAPS_SAMPLE_BUDGET:
                     self.numa_maps_reused += 1  # throttled: the whole tree's reads stay within budget
                     continue
-            nm = read_numa_maps(proc, pid, problems)
+            fresh = read_numa_maps(proc, pid, problems)
             self.numa_maps_reads += 1
-            if nm is not None:
-                self._numa[(pid, b.starttime)] = (now, resident, migrations, nm)
-                numa_cost += nm.read_seconds
-                numa[index] = nm
+            if fresh is not None:
+                self._numa[(pid, b.starttime)] = (now, resident, migrations, fresh)
+                numa_cost += fresh.read_seconds
+                numa[index] = fresh
         if numa_cost > 0 and numa_maps_cost_factor > 0:
             self._quiet_changed_until = now + numa_cost * numa_maps_cost_factor
             self._quiet_aged_until = now + numa_cost * idle_factor
@@ -376,11 +376,11 @@ class EngineReader:
         cgroups: dict[str, Cgroup | None] = {}
         for index, (pid, b, static, threads, problems, _resident) in enumerate(seen):
             info = static.role
-            nm = numa.get(index)
+            maps = numa.get(index)
             if static.cgroup_key not in cgroups:
                 cgroups[static.cgroup_key] = read_cgroup(self.roots, pid, Problems())
             cg = cgroups[static.cgroup_key]
-            node_bytes = dict(nm.node_bytes) if nm else {}
+            node_bytes = dict(maps.node_bytes) if maps else {}
             processes.append(
                 Process(
                     pid=pid,
@@ -398,8 +398,8 @@ class EngineReader:
                     starttime=b.starttime,
                     rss_bytes=b.rss_bytes,
                     node_bytes=node_bytes,
-                    numa_maps=nm,
-                    policy=nm.policy if nm else Process.model_fields["policy"].default,
+                    numa_maps=maps,
+                    policy=maps.policy if maps else Process.model_fields["policy"].default,
                     cpus_allowed=b.cpus_allowed,
                     mems_allowed=b.mems_allowed,
                     threads=tuple(threads),

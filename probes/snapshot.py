@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from typing import TypedDict
 
 from numatop_llm.probes.cpuload import CpuLoadReader
 from numatop_llm.probes.engine import EngineReader, NoSuchProcess
@@ -36,8 +37,17 @@ NUMA_MAPS_TOLERANCE = 0.01
 NUMA_MAPS_COST_FACTOR = 20.0
 #: and the safety-net re-reads of unchanged memory (older than the max age) use ≤ 1% of a core
 NUMA_MAPS_IDLE_FACTOR = 100.0
+
+
 #: the sampling cadence rule shared by the TUI's sampler and the exporter
-CADENCE = {
+class Cadence(TypedDict):
+    numa_maps_max_age: float
+    numa_maps_cost_factor: float
+    numa_maps_tolerance: float
+    numa_maps_idle_factor: float
+
+
+CADENCE: Cadence = {
     "numa_maps_max_age": NUMA_MAPS_MAX_AGE,
     "numa_maps_cost_factor": NUMA_MAPS_COST_FACTOR,
     "numa_maps_tolerance": NUMA_MAPS_TOLERANCE,

@@ -194,9 +194,9 @@ def read_topology(roots: SysRoots, *, with_memory: bool = True) -> Topology:
         cpus.append(Cpu(id=cid, online=is_online, node=cpu_node.get(cid), package=pkg, core_id=core, siblings=sib))
 
     pkg_cpus: dict[int, list[int]] = {}
-    for c in cpus:
-        if c.online and c.package is not None:
-            pkg_cpus.setdefault(c.package, []).append(c.id)
+    for cpu in cpus:
+        if cpu.online and cpu.package is not None:
+            pkg_cpus.setdefault(cpu.package, []).append(cpu.id)
 
     nodes: list[Node] = []
     for nid in node_ids:
