@@ -9,7 +9,6 @@ from numatop_llm.probes.models import Process, Role
 
 RANK_COLOURS = ("cyan", "magenta", "yellow", "green", "bright_blue", "bright_red", "bright_cyan", "bright_magenta")
 RANK_CHARS = "0123456789abcdefghijklmnopqrstuvwxyz"
-SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "dim"}
 SEVERITY_MARK = {"critical": "✖", "warning": "▲", "info": "·"}
 LOAD_GLYPHS = "·▁▂▃▄▅▆▇█"
 
