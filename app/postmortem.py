@@ -13,8 +13,7 @@ from pydantic import BaseModel, ConfigDict
 
 from numatop_llm.probes.cpulist import format_cpulist
 from numatop_llm.probes.kernel_log import OomKill
-
-GIB = 2**30
+from numatop_llm.units import gib as _gib
 
 
 class Explanation(BaseModel):
@@ -28,10 +27,6 @@ class Explanation(BaseModel):
     when: str | None
     text: str
     kill: OomKill
-
-
-def _gib(n: float | None) -> str:
-    return "?" if n is None else f"{n / GIB:.1f} GiB"
 
 
 def explain_kill(

@@ -6,12 +6,7 @@ from typing import Any
 
 from numatop_llm.probes.cpulist import format_cpulist
 from numatop_llm.probes.models import Process, Snapshot
-
-
-def gib(n: int | float | None) -> str:
-    if n is None:
-        return "?"
-    return f"{n / 2**30:.1f} GiB"
+from numatop_llm.units import gib
 
 
 def process_json(p: Process) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from numatop_llm.probes.roots import SysRoots
-from numatop_llm.probes.textio import Problems, read_text
+from numatop_llm.probes.textio import KeptFiles, Problems, read_text
 
 
 def parse_proc_stat(text: str) -> dict[int, tuple[int, int]]:
@@ -29,12 +29,13 @@ def parse_proc_stat(text: str) -> dict[int, tuple[int, int]]:
 class CpuLoadReader:
     """Busy percent of each CPU since the previous ``read()`` (empty on the first call)."""
 
-    def __init__(self, roots: SysRoots) -> None:
+    def __init__(self, roots: SysRoots, files: KeptFiles | None = None) -> None:
         self.path = roots.proc / "stat"
+        self.files = files
         self._prev: dict[int, tuple[int, int]] = {}
 
     def read(self, problems: Problems | None = None) -> dict[int, float]:
-        text = read_text(self.path, problems, quiet_missing=True)
+        text = read_text(self.path, problems, quiet_missing=True, files=self.files)
         if text is None:
             return {}
         now = parse_proc_stat(text)

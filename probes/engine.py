@@ -24,7 +24,7 @@ from numatop_llm.probes.process import (
 )
 from numatop_llm.probes.roots import SysRoots
 from numatop_llm.probes.secrets import mask_argv
-from numatop_llm.probes.textio import Problems
+from numatop_llm.probes.textio import KeptFiles, Problems
 from numatop_llm.probes.threads import ThreadReader
 from numatop_llm.probes.vllm import SHELLS, RoleInfo, classify, engine_config, vllm_version_near
 
@@ -135,31 +135,28 @@ def _descendants(root: int, kids: dict[int, list[int]]) -> list[int]:
     return out
 
 
-def _last_pid(proc: Path) -> int | None:
+def _last_pid(proc: Path, files: KeptFiles) -> int | None:
     """The most recently created PID on the machine (``/proc/loadavg``'s last field), or None."""
     try:
-        with open(f"{proc}/loadavg", "rb") as fh:
-            return int(fh.read().split()[-1])
+        return int(files.read(f"{proc}/loadavg").split()[-1])
     except (OSError, ValueError, IndexError):
         return None
 
 
-def _statm_resident(proc: Path, pid: int) -> int | None:
+def _statm_resident(proc: Path, pid: int, files: KeptFiles) -> int | None:
     try:
-        with open(f"{proc}/{pid}/statm", "rb") as fh:
-            return int(fh.read().split()[1])
+        return int(files.read(f"{proc}/{pid}/statm").split()[1])
     except (OSError, ValueError, IndexError):
         return None
 
 
-def _migrations(proc: Path) -> int:
+def _migrations(proc: Path, files: KeptFiles) -> int:
     """Pages the kernel has migrated between nodes since boot (NUMA balancing, migrate_pages)."""
     total = 0
     try:
-        with open(f"{proc}/vmstat", "rb") as fh:
-            for line in fh:
-                if line.startswith((b"pgmigrate_success ", b"numa_pages_migrated ")):
-                    total += int(line.split()[1])
+        for line in files.read(f"{proc}/vmstat").splitlines():
+            if line.startswith((b"pgmigrate_success ", b"numa_pages_migrated ")):
+                total += int(line.split()[1])
     except (OSError, ValueError):
         return -1
     return total
@@ -205,6 +202,8 @@ class EngineReader:
         self.roots = roots
         self.attach_pid = pid
         self.threads = ThreadReader(roots.proc)
+        #: per-process status/stat/statm/cmdline and machine-wide files, kept open between samples
+        self.files = KeptFiles(limit=1024)
         self.tree_rescan = tree_rescan
         self.clock = clock
         #: (pid, starttime) → (read at, resident pages then, migrations then, parsed numa_maps)
@@ -254,7 +253,7 @@ class EngineReader:
 
     def _scan_tree(self, now: float) -> tuple[int, list[int]]:
         proc = self.roots.proc
-        last_pid = _last_pid(proc)
+        last_pid = _last_pid(proc, self.files)
         if self._tree is not None:
             at, root, tree = self._tree
             # no process (or thread) was created on the machine since the scan: the tree is the same
@@ -274,6 +273,7 @@ class EngineReader:
 
     def close(self) -> None:
         self.threads.close()
+        self.files.close()
 
     def _config_for(self, root: int, starttime: int, problems: Problems) -> EngineConfig:
         if self._config and self._config[:2] == (root, starttime):
@@ -310,7 +310,7 @@ class EngineReader:
             raise NoSuchProcess(self.attach_pid)
         now = self.clock()
         root, tree = self._scan_tree(now)
-        migrations = _migrations(proc) if numa_maps_max_age > 0 else -1
+        migrations = _migrations(proc, self.files) if numa_maps_max_age > 0 else -1
         idle_factor = numa_maps_cost_factor if numa_maps_idle_factor is None else numa_maps_idle_factor
         seen: list[tuple[int, ProcBasics, _Static, list[Thread], Problems, int | None]] = []
         alive_tids: set[int] = set()
@@ -321,7 +321,7 @@ class EngineReader:
         numa: dict[int, NumaMaps | None] = {}
         for pid in tree:
             problems = Problems()
-            b = read_basics(proc, pid)
+            b = read_basics(proc, pid, self.files)
             if not b.alive:
                 continue
             problems.extend(b.problems)
@@ -331,7 +331,7 @@ class EngineReader:
             is_vllm = is_vllm or static.role.role != Role.OTHER
             threads = self.threads.read(pid, cpu_node, problems)
             alive_tids.update(t.tid for t in threads)
-            resident = _statm_resident(proc, pid) if numa_maps_max_age > 0 else None
+            resident = _statm_resident(proc, pid, self.files) if numa_maps_max_age > 0 else None
             index = len(seen)
             seen.append((pid, b, static, threads, problems, resident))
             cached = self._numa.get((pid, b.starttime))
@@ -363,12 +363,12 @@ class EngineReader:
                 if now < quiet_until or numa_cost >= NUMA_MAPS_SAMPLE_BUDGET:
                     self.numa_maps_reused += 1  # throttled: the whole tree's reads stay within budget
                     continue
-            nm = read_numa_maps(proc, pid, problems)
+            fresh = read_numa_maps(proc, pid, problems)
             self.numa_maps_reads += 1
-            if nm is not None:
-                self._numa[(pid, b.starttime)] = (now, resident, migrations, nm)
-                numa_cost += nm.read_seconds
-                numa[index] = nm
+            if fresh is not None:
+                self._numa[(pid, b.starttime)] = (now, resident, migrations, fresh)
+                numa_cost += fresh.read_seconds
+                numa[index] = fresh
         if numa_cost > 0 and numa_maps_cost_factor > 0:
             self._quiet_changed_until = now + numa_cost * numa_maps_cost_factor
             self._quiet_aged_until = now + numa_cost * idle_factor
@@ -376,11 +376,11 @@ class EngineReader:
         cgroups: dict[str, Cgroup | None] = {}
         for index, (pid, b, static, threads, problems, _resident) in enumerate(seen):
             info = static.role
-            nm = numa.get(index)
+            maps = numa.get(index)
             if static.cgroup_key not in cgroups:
                 cgroups[static.cgroup_key] = read_cgroup(self.roots, pid, Problems())
             cg = cgroups[static.cgroup_key]
-            node_bytes = dict(nm.node_bytes) if nm else {}
+            node_bytes = dict(maps.node_bytes) if maps else {}
             processes.append(
                 Process(
                     pid=pid,
@@ -398,8 +398,8 @@ class EngineReader:
                     starttime=b.starttime,
                     rss_bytes=b.rss_bytes,
                     node_bytes=node_bytes,
-                    numa_maps=nm,
-                    policy=nm.policy if nm else Process.model_fields["policy"].default,
+                    numa_maps=maps,
+                    policy=maps.policy if maps else Process.model_fields["policy"].default,
                     cpus_allowed=b.cpus_allowed,
                     mems_allowed=b.mems_allowed,
                     threads=tuple(threads),
@@ -409,6 +409,7 @@ class EngineReader:
                 )
             )
         self.threads.forget_missing(alive_tids)
+        self.files.sweep()
         live_keys = {(p.pid, p.starttime) for p in processes}
         self._numa = {k: v for k, v in self._numa.items() if k in live_keys}
         self._static = {k: v for k, v in self._static.items() if k in live_keys}

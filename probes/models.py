@@ -121,11 +121,28 @@ class Role(StrEnum):
     OTHER = "other"
 
 
+class PolicyMode(StrEnum):
+    """The kernel's memory policy modes, in numactl's words (numa_maps spells two of them apart)."""
+
+    DEFAULT = "default"
+    BIND = "bind"
+    INTERLEAVE = "interleave"
+    PREFER = "prefer"
+    PREFERRED_MANY = "preferred-many"
+    WEIGHTED_INTERLEAVE = "weighted-interleave"
+    LOCAL = "local"
+    #: a word this version does not know (a newer kernel): shown as read, never guessed at
+    OTHER = "other"
+
+    @classmethod
+    def _missing_(cls, value: object) -> PolicyMode:
+        return cls.OTHER
+
+
 class Policy(Frozen):
     """A memory policy as numa_maps shows it, reduced to what matters for placement."""
 
-    #: ``default``, ``bind``, ``interleave``, ``prefer``, ``preferred-many``, ``weighted-interleave``, ``local``
-    mode: str = "default"
+    mode: PolicyMode = PolicyMode.DEFAULT
     nodes: tuple[int, ...] = ()
     #: the raw word, e.g. ``bind:0`` or ``interleave:0-3``
     text: str = "default"

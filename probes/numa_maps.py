@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from numatop_llm.probes.cpulist import parse_cpulist
-from numatop_llm.probes.models import NumaMaps, Policy
+from numatop_llm.probes.models import NumaMaps, Policy, PolicyMode
 from numatop_llm.probes.textio import Problems, describe_oserror
 
 _HEX = b"0123456789abcdefABCDEF"
@@ -38,7 +38,7 @@ def parse_policy(word: str) -> Policy:
             nodes = tuple(parse_cpulist(nodes_text))
         except ValueError:
             nodes = ()
-    return Policy(mode=mode, nodes=nodes, text=text)
+    return Policy(mode=PolicyMode(mode), nodes=nodes, text=text)
 
 
 def parse_numa_maps(text: str | bytes, default_page_kib: int = 4) -> NumaMaps:

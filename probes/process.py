@@ -9,7 +9,7 @@ from pathlib import Path
 
 from numatop_llm.probes.cpulist import parse_cpulist
 from numatop_llm.probes.secrets import mask_env
-from numatop_llm.probes.textio import Problems, describe_oserror, read_text
+from numatop_llm.probes.textio import KeptFiles, Problems, describe_oserror, read_text
 from numatop_llm.probes.threads import parse_stat
 
 #: environment names kept in snapshots (values of secrets are masked anyway)
@@ -42,11 +42,12 @@ def list_pids(proc: Path) -> list[int]:
         return []
 
 
-def read_cmdline(proc: Path, pid: int) -> tuple[str, ...] | None:
+def read_cmdline(proc: Path, pid: int, files: KeptFiles | None = None) -> tuple[str, ...] | None:
     """argv of a process (None when gone). A process that rewrote its title (``VLLM::Worker``)
     may leave one space-separated string instead of NUL-separated args: split it."""
+    path = proc / str(pid) / "cmdline"
     try:
-        data = (proc / str(pid) / "cmdline").read_bytes()
+        data = path.read_bytes() if files is None else files.read(path)
     except OSError:
         return None
     parts = [p.decode("utf-8", "replace") for p in data.split(b"\x00")]
@@ -57,11 +58,11 @@ def read_cmdline(proc: Path, pid: int) -> tuple[str, ...] | None:
     return tuple(parts)
 
 
-def read_basics(proc: Path, pid: int) -> ProcBasics:
+def read_basics(proc: Path, pid: int, files: KeptFiles | None = None) -> ProcBasics:
     """status + stat + cmdline for one process; ``alive`` false when it vanished."""
     problems = Problems()
     b = ProcBasics(pid=pid)
-    status = read_text(proc / str(pid) / "status", problems)
+    status = read_text(proc / str(pid) / "status", problems, files=files)
     if status is None:
         b.alive = pid_exists(proc, pid)
         if not b.alive:
@@ -86,11 +87,11 @@ def read_basics(proc: Path, pid: int) -> ProcBasics:
                 b.mems_allowed = tuple(parse_cpulist(val))
         except (ValueError, IndexError):
             problems.add(f"garbled line in {proc / str(pid) / 'status'}: {key}")
-    stat = read_text(proc / str(pid) / "stat", problems, quiet_missing=True)
+    stat = read_text(proc / str(pid) / "stat", problems, quiet_missing=True, files=files)
     st = parse_stat(stat) if stat else None
     if st is not None:
         b.starttime = st.starttime
-    cmd = read_cmdline(proc, pid)
+    cmd = read_cmdline(proc, pid, files)
     b.cmdline = cmd or ()
     b.problems = problems.items
     return b

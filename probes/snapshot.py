@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import socket
 import time
+from typing import TypedDict
 
 from numatop_llm.probes.cpuload import CpuLoadReader
 from numatop_llm.probes.engine import EngineReader, NoSuchProcess
 from numatop_llm.probes.models import Snapshot, Topology
 from numatop_llm.probes.roots import SysRoots
-from numatop_llm.probes.textio import read_text
+from numatop_llm.probes.textio import KeptFiles, read_text
 from numatop_llm.probes.topology import read_nodes_memory, read_topology
 
 
@@ -36,8 +37,17 @@ NUMA_MAPS_TOLERANCE = 0.01
 NUMA_MAPS_COST_FACTOR = 20.0
 #: and the safety-net re-reads of unchanged memory (older than the max age) use ≤ 1% of a core
 NUMA_MAPS_IDLE_FACTOR = 100.0
+
+
 #: the sampling cadence rule shared by the TUI's sampler and the exporter
-CADENCE = {
+class Cadence(TypedDict):
+    numa_maps_max_age: float
+    numa_maps_cost_factor: float
+    numa_maps_tolerance: float
+    numa_maps_idle_factor: float
+
+
+CADENCE: Cadence = {
     "numa_maps_max_age": NUMA_MAPS_MAX_AGE,
     "numa_maps_cost_factor": NUMA_MAPS_COST_FACTOR,
     "numa_maps_tolerance": NUMA_MAPS_TOLERANCE,
@@ -56,7 +66,9 @@ class SnapshotReader:
         self.roots = roots
         self.topology: Topology = read_topology(roots)
         self.engine_reader = EngineReader(roots, pid) if pid is not None else None
-        self.cpu_load = CpuLoadReader(roots)
+        #: node meminfo/numastat and /proc/stat, kept open between samples
+        self.files = KeptFiles(limit=256)
+        self.cpu_load = CpuLoadReader(roots, self.files)
         self.host = host_name(roots)
         self.kernel = kernel_release(roots)
 
@@ -64,6 +76,11 @@ class SnapshotReader:
         if self.engine_reader is not None:
             self.engine_reader.close()
         self.engine_reader = EngineReader(self.roots, pid) if pid is not None else None
+
+    def close(self) -> None:
+        """Release every kept descriptor (the engine's and the machine's)."""
+        self.attach(None)
+        self.files.close()
 
     def refresh_topology(self) -> None:
         self.topology = read_topology(self.roots)
@@ -80,7 +97,7 @@ class SnapshotReader:
     ) -> Snapshot:
         """One sample. A vanished engine is not an error: the snapshot says so in ``degraded``."""
         t0 = time.perf_counter()
-        mem, problems = read_nodes_memory(self.roots, self.topology.node_ids)
+        mem, problems = read_nodes_memory(self.roots, self.topology.node_ids, self.files)
         nodes = tuple(n.model_copy(update={"memory": mem.get(n.id, n.memory)}) for n in self.topology.nodes)
         topo = self.topology.model_copy(update={"nodes": nodes})
         degraded = list(topo.degraded) + problems

@@ -9,7 +9,7 @@ from pathlib import Path
 from numatop_llm.probes.cpulist import parse_cpulist, parse_cpumask
 from numatop_llm.probes.models import Cpu, Node, NodeMemory, Package, Topology
 from numatop_llm.probes.roots import SysRoots
-from numatop_llm.probes.textio import Problems, read_int, read_text
+from numatop_llm.probes.textio import KeptFiles, Problems, read_int, read_text
 
 _NODE_DIR = re.compile(r"^node(\d+)$")
 _CPU_DIR = re.compile(r"^cpu(\d+)$")
@@ -67,17 +67,19 @@ def parse_numastat(text: str) -> dict[str, int]:
     return out
 
 
-def read_node_memory(roots: SysRoots, node_id: int, problems: Problems) -> NodeMemory | None:
+def read_node_memory(
+    roots: SysRoots, node_id: int, problems: Problems, files: KeptFiles | None = None
+) -> NodeMemory | None:
     """One node's memory from ``nodeN/meminfo``, ``numastat`` and ``hugepages/``; None without meminfo."""
     ndir = roots.node_dir / f"node{node_id}"
-    text = read_text(ndir / "meminfo", problems, quiet_missing=True)
+    text = read_text(ndir / "meminfo", problems, quiet_missing=True, files=files)
     if text is None:
         return None
     mi = parse_meminfo(text)
     if "MemTotal" not in mi:
         problems.add(f"garbled: {ndir / 'meminfo'}")
         return None
-    numastat_text = read_text(ndir / "numastat", problems, quiet_missing=True)
+    numastat_text = read_text(ndir / "numastat", problems, quiet_missing=True, files=files)
     huge_total = huge_free = 0
     hdir = ndir / "hugepages"
     try:
@@ -89,8 +91,8 @@ def read_node_memory(roots: SysRoots, node_id: int, problems: Problems) -> NodeM
         if not m:
             continue
         size = int(m.group(1)) * 1024
-        huge_total += (read_int(hdir / pool / "nr_hugepages", problems, quiet_missing=True) or 0) * size
-        huge_free += (read_int(hdir / pool / "free_hugepages", problems, quiet_missing=True) or 0) * size
+        huge_total += (read_int(hdir / pool / "nr_hugepages", problems, quiet_missing=True, files=files) or 0) * size
+        huge_free += (read_int(hdir / pool / "free_hugepages", problems, quiet_missing=True, files=files) or 0) * size
     return node_memory_from(mi, parse_numastat(numastat_text) if numastat_text else {}, huge_total, huge_free)
 
 
@@ -194,9 +196,9 @@ def read_topology(roots: SysRoots, *, with_memory: bool = True) -> Topology:
         cpus.append(Cpu(id=cid, online=is_online, node=cpu_node.get(cid), package=pkg, core_id=core, siblings=sib))
 
     pkg_cpus: dict[int, list[int]] = {}
-    for c in cpus:
-        if c.online and c.package is not None:
-            pkg_cpus.setdefault(c.package, []).append(c.id)
+    for cpu in cpus:
+        if cpu.online and cpu.package is not None:
+            pkg_cpus.setdefault(cpu.package, []).append(cpu.id)
 
     nodes: list[Node] = []
     for nid in node_ids:
@@ -274,13 +276,13 @@ def read_topology(roots: SysRoots, *, with_memory: bool = True) -> Topology:
 
 
 def read_nodes_memory(
-    roots: SysRoots, node_ids: list[int] | tuple[int, ...]
+    roots: SysRoots, node_ids: list[int] | tuple[int, ...], files: KeptFiles | None = None
 ) -> tuple[dict[int, NodeMemory], list[str]]:
     """Re-read only node memory (cheap, every sample) for known node ids."""
     problems = Problems()
     out: dict[int, NodeMemory] = {}
     for nid in node_ids:
-        mem = read_node_memory(roots, nid, problems)
+        mem = read_node_memory(roots, nid, problems, files)
         if mem is not None:
             out[nid] = mem
     return out, problems.items

@@ -40,6 +40,8 @@ fi
 # 4. Lint and every test. pytest's exit code 5 (nothing collected) is a failure here.
 say "ruff"
 .venv/bin/ruff check .
+say "mypy (probes and the monitoring core)"
+bash tests/typecheck.sh
 say "pytest"
 set +e
 .venv/bin/pytest "$@"

@@ -408,3 +408,25 @@ async def test_switching_demo_and_live_repeatedly_leaves_one_sampler_thread(monk
         await wait_for(lambda: app.state.samples >= 1 and app.source.live)
         assert len(samplers()) == 1
     assert samplers() == []
+
+
+async def test_diagnoses_take_their_colours_from_the_theme() -> None:
+    """A critical finding's mark is drawn in the theme's error colour, and follows a theme change."""
+    from numatop_llm.widgets.diagnoses import Diagnoses
+
+    app = replay_app(demo_upto(29))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until_replayed(pilot)
+        diag = app.query_one(Diagnoses)
+
+        def mark_colour() -> tuple[int, int, int]:
+            text = diag._last
+            span = next(s for s in text.spans if text.plain[s.start : s.end].startswith("✖"))
+            return tuple(span.style.color.triplet)
+
+        before = mark_colour()
+        assert before[0] > max(before[1], before[2]), before  # the theme's error colour: red
+        app.theme = "textual-light" if app.theme != "textual-light" else "nord"
+        await settle(pilot)
+        after = mark_colour()
+        assert after[0] > max(after[1], after[2]) and after != before, (before, after)

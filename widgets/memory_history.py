@@ -7,7 +7,7 @@ from typing import Protocol
 
 from textual_plotext import PlotextPlot
 
-GIB = 2**30
+from numatop_llm.units import GIB
 
 
 class Point(Protocol):

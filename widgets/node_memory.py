@@ -5,8 +5,9 @@ from __future__ import annotations
 from rich.text import Text
 
 from numatop_llm.probes.models import Engine, Role, Snapshot
+from numatop_llm.units import gib_short as gib
 from numatop_llm.widgets.lineview import LineView
-from numatop_llm.widgets.palette import gib, proc_char, proc_colour
+from numatop_llm.widgets.palette import proc_char, proc_colour
 
 NEARLY_FULL = 0.05
 

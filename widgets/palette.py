@@ -9,10 +9,8 @@ from numatop_llm.probes.models import Process, Role
 
 RANK_COLOURS = ("cyan", "magenta", "yellow", "green", "bright_blue", "bright_red", "bright_cyan", "bright_magenta")
 RANK_CHARS = "0123456789abcdefghijklmnopqrstuvwxyz"
-SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "dim"}
 SEVERITY_MARK = {"critical": "✖", "warning": "▲", "info": "·"}
 LOAD_GLYPHS = "·▁▂▃▄▅▆▇█"
-GIB = 2**30
 
 
 def rank_colour(rank: int | None) -> str:
@@ -57,9 +55,3 @@ def load_style(pct: float | None) -> str:
     if pct >= 10:
         return "green"
     return "grey50"
-
-
-def gib(n: float | int | None, digits: int = 1) -> str:
-    if n is None:
-        return "?"
-    return f"{n / GIB:.{digits}f}G"

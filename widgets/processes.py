@@ -9,7 +9,8 @@ from textual.widgets import DataTable
 
 from numatop_llm.probes.cpulist import format_cpulist
 from numatop_llm.probes.models import Engine, Process, Role, Thread
-from numatop_llm.widgets.palette import gib, proc_colour
+from numatop_llm.units import gib_short as gib
+from numatop_llm.widgets.palette import proc_colour
 
 ROLE_ORDER = {Role.API_SERVER: 0, Role.ENGINE_CORE: 1, Role.WORKER: 2, Role.OTHER: 3}
 

@@ -20,7 +20,7 @@ from textual.widgets import Button, DataTable, Footer, Input, Label, Static
 from numatop_llm.planner import Candidate, ModelSpec, Plan, PlanConfig, machineplan, make_plan, solve
 from numatop_llm.planner.placement import Placement
 from numatop_llm.probes.models import Engine, Topology
-from numatop_llm.widgets.palette import gib
+from numatop_llm.units import gib_short as gib
 
 VERDICT_STYLE = {"fits": "bold green", "spills": "bold yellow", "oom": "bold white on red", "error": "bold red"}
 

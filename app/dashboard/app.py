@@ -28,6 +28,7 @@ from numatop_llm.planner import PlanConfig
 from numatop_llm.probes.models import Engine, Snapshot
 from numatop_llm.probes.textio import is_denied
 from numatop_llm.recording import Recorder
+from numatop_llm.units import gib_short
 from numatop_llm.widgets.diagnoses import Diagnoses
 from numatop_llm.widgets.help import HelpScreen
 from numatop_llm.widgets.memory_history import MemoryHistory
@@ -282,7 +283,7 @@ class NumatopApp(App[None]):
             for p in engine.processes:
                 if not p.node_bytes:
                     continue
-                parts = " ".join(f"n{n}:{b / 2**30:.1f}G" for n, b in sorted(p.node_bytes.items()) if b)
+                parts = " ".join(f"n{n}:{gib_short(b)}" for n, b in sorted(p.node_bytes.items()) if b)
                 text.append(f"\n  {p.display_name:<14} {p.policy.text:<12} {parts}")
         self.main.query_one("#engine-bytes", Static).update(text)
 

@@ -20,7 +20,6 @@ from numatop_llm.probes.roots import SysRoots
 SOCKETS = 2
 NODES_PER_SOCKET = 4
 CORES_PER_NODE = 15
-GIB = 2**30
 #: MemTotal of each node: 32 GiB of DIMMs less what firmware and the kernel keep
 NODE_TOTAL_KIB = [32_716_800, 32_979_968, 32_979_968, 32_979_968, 32_948_224, 32_979_968, 32_979_968, 32_979_968]
 #: what the OS, page cache and other services use per node before vLLM starts

@@ -21,9 +21,8 @@ from numatop_llm.probes.models import Engine, NumaMaps, Policy, Process, Role, S
 from numatop_llm.probes.roots import SysRoots
 from numatop_llm.probes.topology import node_memory_from, parse_meminfo
 from numatop_llm.probes.vllm import engine_config
+from numatop_llm.units import GIB, MIB
 
-GIB = 2**30
-MIB = 2**20
 DEMO_FILE = Path(__file__).resolve().parent.parent / "data" / "demo.jsonl.gz"
 
 #: 2026-07-14 12:03:00 UTC: the recording's first sample

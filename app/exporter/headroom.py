@@ -10,8 +10,7 @@ from dataclasses import dataclass
 
 from numatop_llm.planner import Plan
 from numatop_llm.probes.models import Engine, Process, Topology
-
-MIB = 2**20
+from numatop_llm.units import MIB
 
 #: fallback "will OOM" rule for a strictly bound rank: headroom below this many bytes, or below
 #: this fraction of the node, leaves no room for the next allocation (activations, a new block)

@@ -14,9 +14,8 @@ from typing import Any, Protocol
 from numatop_llm.postmortem import Explanation
 from numatop_llm.probes.models import Process, Snapshot
 from numatop_llm.probes.textio import is_denied
+from numatop_llm.units import MIB, gib
 
-GIB = 2**30
-MIB = 2**20
 #: a node with less than this share of its memory available is "nearly full"
 NEARLY_FULL = 0.05
 #: memory of a rank on other nodes worth a finding: above both of these
@@ -81,12 +80,6 @@ class History(Protocol):
     def growth_rate(self, node: int, seconds: float = 10.0) -> float | None: ...
 
 
-def gib(n: float | int | None) -> str:
-    if n is None:
-        return "?"
-    return f"{n / GIB:.1f} GiB"
-
-
 def _plan_findings(plan: Any, snap: Snapshot) -> list[Finding]:
     out: list[Finding] = []
     labels = {}
@@ -95,7 +88,7 @@ def _plan_findings(plan: Any, snap: Snapshot) -> list[Finding]:
             if w.rank is not None:
                 labels[w.rank] = w.label or f"rank {w.rank}"
     for err in getattr(plan, "errors", ()) or ():
-        out.append(Finding("critical", "plan-error", f"vLLM will refuse this configuration: {err}"))
+        out.append(Finding(Severity.CRITICAL, "plan-error", f"vLLM will refuse this configuration: {err}"))
     for r in getattr(plan, "ranks", ()) or ():
         verdict = str(getattr(r, "verdict", ""))
         node = getattr(r, "node", None)
@@ -104,7 +97,7 @@ def _plan_findings(plan: Any, snap: Snapshot) -> list[Finding]:
         if verdict == "oom" and node is not None:
             out.append(
                 Finding(
-                    "critical",
+                    Severity.CRITICAL,
                     "will-oom",
                     f"{name} binds memory to node {node} ({gib(budget)} budget) but needs ~{gib(need)}: "
                     "it will be OOM-killed (-9)",
@@ -114,7 +107,7 @@ def _plan_findings(plan: Any, snap: Snapshot) -> list[Finding]:
         elif verdict == "spills":
             out.append(
                 Finding(
-                    "warning",
+                    Severity.WARNING,
                     "spills",
                     f"{name} needs ~{gib(need)}, node {node} holds {gib(budget)}: "
                     f"{gib(getattr(r, 'remote_bytes', 0))} will spill to other nodes",
@@ -122,7 +115,7 @@ def _plan_findings(plan: Any, snap: Snapshot) -> list[Finding]:
                 )
             )
         elif verdict == "error":
-            out.append(Finding("critical", "plan-error", f"{name}: configuration error"))
+            out.append(Finding(Severity.CRITICAL, "plan-error", f"{name}: configuration error"))
     return out
 
 
@@ -136,10 +129,10 @@ def diagnose(snap: Snapshot, state: History | None = None) -> list[Finding]:
         if state.exit is not None:
             e = state.exit
             text = e.headline + (f" — {e.explanation.text}" if e.explanation else "")
-            out.append(Finding("critical", "engine-exit", text, pid=e.pid))
+            out.append(Finding(Severity.CRITICAL, "engine-exit", text, pid=e.pid))
         elif state.kills:
             for _at, expl in state.kills[-3:]:
-                out.append(Finding("critical", "oom-kill", expl.text, pid=expl.pid))
+                out.append(Finding(Severity.CRITICAL, "oom-kill", expl.text, pid=expl.pid))
         if state.plan is not None and engine is not None:
             out.extend(_plan_findings(state.plan, snap))
 
@@ -165,7 +158,7 @@ def diagnose(snap: Snapshot, state: History | None = None) -> list[Finding]:
                 eta = f", growing {gib(rate)}/s: OOM kill (-9) in ~{max(0.0, avail / rate):.0f} s"
             out.append(
                 Finding(
-                    "critical",
+                    Severity.CRITICAL,
                     "bind-full",
                     f"{names} binds memory to node {n.id}, which has {gib(avail)} of {gib(m.total_bytes)} left{eta}",
                     node=n.id,
@@ -174,7 +167,7 @@ def diagnose(snap: Snapshot, state: History | None = None) -> list[Finding]:
         elif not ranks:
             out.append(
                 Finding(
-                    "warning",
+                    Severity.WARNING,
                     "node-full",
                     f"node {n.id} is {100 * (1 - avail / m.total_bytes):.0f}% full ({gib(avail)} available)",
                     node=n.id,
@@ -198,7 +191,7 @@ def diagnose(snap: Snapshot, state: History | None = None) -> list[Finding]:
                 extra = f" (and {off - counts[where]} on others)" if off > counts[where] else ""
                 out.append(
                     Finding(
-                        "warning",
+                        Severity.WARNING,
                         "threads-off-node",
                         f"{counts[where]} threads of {w.display_name} run on node {where}{extra}, "
                         f"memory is on node {home}",
@@ -213,7 +206,7 @@ def diagnose(snap: Snapshot, state: History | None = None) -> list[Finding]:
                 top = max(sorted(far), key=lambda k: far[k])
                 out.append(
                     Finding(
-                        "warning",
+                        Severity.WARNING,
                         "memory-off-node",
                         f"{w.display_name} has {gib(remote)} ({100 * remote / total:.0f}%) of its memory "
                         f"off node {home}, most on node {top}",
@@ -227,7 +220,7 @@ def diagnose(snap: Snapshot, state: History | None = None) -> list[Finding]:
                 if busiest is not None and busiest != w.policy.nodes[0] and tn[busiest] > len(w.threads) // 2:
                     out.append(
                         Finding(
-                            "warning",
+                            Severity.WARNING,
                             "bind-mismatch",
                             f"{w.display_name} binds memory to node {w.policy.nodes[0]} "
                             f"but most threads run on node {busiest}",
@@ -239,7 +232,7 @@ def diagnose(snap: Snapshot, state: History | None = None) -> list[Finding]:
             if len(ws) > 1:
                 out.append(
                     Finding(
-                        "warning",
+                        Severity.WARNING,
                         "shared-node",
                         f"{' and '.join(w.display_name for w in ws)} share node {node}: its budget must hold both",
                         node=node,
@@ -247,11 +240,13 @@ def diagnose(snap: Snapshot, state: History | None = None) -> list[Finding]:
                 )
         cfg = engine.config
         if cfg.kv_cache_gib is None and workers:
-            out.append(Finding("info", "kv-unset", "VLLM_CPU_KVCACHE_SPACE unset: KV cache sized from node memory"))
+            out.append(
+                Finding(Severity.INFO, "kv-unset", "VLLM_CPU_KVCACHE_SPACE unset: KV cache sized from node memory")
+            )
         if cfg.omp_threads_bind in (None, "", "nobind") and workers:
             out.append(
                 Finding(
-                    "info",
+                    Severity.INFO,
                     "nobind",
                     f"VLLM_CPU_OMP_THREADS_BIND={cfg.omp_threads_bind or '(unset)'}: threads are not pinned, "
                     "memory goes where first touched",
@@ -264,26 +259,26 @@ def diagnose(snap: Snapshot, state: History | None = None) -> list[Finding]:
     if sys_total and node_sum and node_sum < 0.9 * sys_total:
         out.append(
             Finding(
-                "info",
+                Severity.INFO,
                 "lazy-online",
                 f"node totals add to {gib(node_sum)} but /proc/meminfo says {gib(sys_total)}: memory is onlined "
                 "lazily; vLLM sizes from the node figure",
             )
         )
     if state is not None and state.plan_problem and engine is not None and engine.is_vllm:
-        out.append(Finding("info", "no-plan", state.plan_problem))
+        out.append(Finding(Severity.INFO, "no-plan", state.plan_problem))
     if state is not None and state.plan_note and engine is not None:
-        out.append(Finding("info", "plan-note", state.plan_note))
+        out.append(Finding(Severity.INFO, "plan-note", state.plan_note))
     denied = [d for d in snap.degraded if is_denied(d)]
     if denied:
         out.append(
             Finding(
-                "info",
+                Severity.INFO,
                 "permission",
                 f"{len(denied)} file(s) not readable ({denied[0]}): run as the engine's user or root to see all",
             )
         )
     if snap.late_seconds > 0:
-        out.append(Finding("info", "late", f"sample was {snap.late_seconds:.1f} s late: the machine is busy"))
+        out.append(Finding(Severity.INFO, "late", f"sample was {snap.late_seconds:.1f} s late: the machine is busy"))
     out.sort(key=lambda f: f.rank)
     return out

@@ -15,8 +15,8 @@ from pathlib import Path
 from numatop_llm import planner
 from numatop_llm.planner import ModelSpec, Plan
 from numatop_llm.probes.models import Engine, Topology
+from numatop_llm.units import MIB
 
-MIB = 2**20
 BUNDLED_MODELS = Path(__file__).resolve().parent.parent / "data" / "models"
 
 

@@ -134,7 +134,7 @@ class LiveSource:
 
     def close(self) -> None:
         with self._lock:
-            self.reader.attach(None)
+            self.reader.close()
             self.oom_watch.close()
 
 

@@ -35,8 +35,8 @@ from numatop_llm.planner.shard import (
 )
 from numatop_llm.probes.cpulist import format_cpulist
 from numatop_llm.probes.models import Engine, Topology
+from numatop_llm.units import GIB, gib
 
-GIB = 2**30
 BLOCK_SIZE = 128
 #: KV cache when VLLM_CPU_KVCACHE_SPACE is unset (or 0) in releases before the node checks
 LEGACY_DEFAULT_KV_BYTES = 4 * GIB
@@ -45,10 +45,6 @@ MARGIN_MIN_BYTES = GIB // 2
 
 Verdict = Literal["fits", "oom", "spills", "error"]
 _SEVERITY = {"fits": 0, "spills": 1, "oom": 2, "error": 3}
-
-
-def gib(n: int | float) -> str:
-    return f"{n / GIB:.1f} GiB"
 
 
 def _format_gib(b: int | float) -> str:

@@ -9,16 +9,13 @@ from rich.text import Text
 from numatop_llm.planner.plan import Plan
 from numatop_llm.planner.solve import Candidate
 from numatop_llm.probes.cpulist import format_cpulist
+from numatop_llm.units import gib_number as _g
 
 VERDICT_STYLE = {"fits": "bold green", "spills": "bold yellow", "oom": "bold red", "error": "bold magenta"}
 
 
 def _verdict(v: str) -> Text:
     return Text(v, style=VERDICT_STYLE.get(v, ""))
-
-
-def _g(n: int) -> str:
-    return f"{n / 2**30:.1f}"
 
 
 def plan_table(plan: Plan) -> Table:
