@@ -256,7 +256,8 @@ class _Part:
 
 
 def _split(topology: Topology, ids: list[int], parts: int, sock: int, notes: list[str]) -> list[_Part]:
-    dist = [topology.node(a).distances.get(b) for a in ids for b in ids if a != b and topology.node(a)]
+    by_id = {n.id: n for n in topology.nodes}
+    dist = [by_id[a].distances.get(b) for a in ids for b in ids if a != b and a in by_id]
     known = [d for d in dist if d]
     sibling = min(known) if known else ASSUMED_SUB_NUMA_DISTANCE
     if not known:
@@ -364,6 +365,7 @@ def _build(topology: Topology, parts: list[_Part], *, label: str, changes: list[
     ordered += sorted(mem_only, key=lambda p: min(p.members))
     split = any(p.split_of is not None for p in ordered)
     new_ids = list(range(len(ordered)))
+    by_id = {n.id: n for n in topology.nodes}
 
     def old_distance(a: int, b: int) -> int:
         na = topology.node(a)
@@ -385,12 +387,9 @@ def _build(topology: Topology, parts: list[_Part], *, label: str, changes: list[
         cpus = _part_cpus(topology, p)
         for c in cpus:
             cpu_new_node[c] = i
-        all_cpus = (
-            cpus
-            if p.cpus is not None
-            else tuple(sorted(c for m in p.members for c in (topology.node(m).cpulist_all if topology.node(m) else ())))
-        )
-        mem = _sum_memory((topology.node(m).memory if topology.node(m) else None, p.share) for m in p.members)
+        olds = [by_id[m] for m in p.members if m in by_id]
+        all_cpus = cpus if p.cpus is not None else tuple(sorted(c for n in olds for c in n.cpulist_all))
+        mem = _sum_memory((n.memory, p.share) for n in olds)
         nodes.append(
             Node(
                 id=i,
@@ -401,17 +400,14 @@ def _build(topology: Topology, parts: list[_Part], *, label: str, changes: list[
                 package=p.socket,
             )
         )
-    cpus = tuple(
-        c.model_copy(update={"node": cpu_new_node.get(c.id, c.node if c.id not in cpu_new_node else None)})
-        if c.id in cpu_new_node
-        else c
-        for c in topology.cpus
+    new_cpus = tuple(
+        c.model_copy(update={"node": cpu_new_node[c.id]}) if c.id in cpu_new_node else c for c in topology.cpus
     )
     packages = tuple(
         Package(id=pk.id, cpus=pk.cpus, nodes=tuple(sorted({cpu_new_node[c] for c in pk.cpus if c in cpu_new_node})))
         for pk in topology.packages
     )
-    new_topo = topology.model_copy(update={"nodes": tuple(nodes), "cpus": cpus, "packages": packages})
+    new_topo = topology.model_copy(update={"nodes": tuple(nodes), "cpus": new_cpus, "packages": packages})
     derived_from = {i: tuple(p.members) for i, p in enumerate(ordered)}
     if split:
         # the new nodes are finer than the old: they are the domains
@@ -422,10 +418,7 @@ def _build(topology: Topology, parts: list[_Part], *, label: str, changes: list[
         domain_distances = {n.id: dict(n.distances) for n in topology.nodes}
         node_domains = {}
         for i, p in enumerate(ordered):
-            totals = {
-                m: (topology.node(m).memory.total_bytes if topology.node(m) and topology.node(m).memory else 0)
-                for m in p.members
-            }
+            totals = {m: _total(by_id.get(m)) for m in p.members}
             whole = sum(totals.values())
             node_domains[i] = {m: (t / whole if whole else 1.0 / len(p.members)) for m, t in totals.items()}
         cpu_domain = topology.cpu_to_node()
@@ -450,7 +443,12 @@ def _build(topology: Topology, parts: list[_Part], *, label: str, changes: list[
 def _part_cpus(topology: Topology, p: _Part) -> tuple[int, ...]:
     if p.cpus is not None:
         return p.cpus
-    return tuple(sorted(c for m in p.members for c in (topology.node(m).cpus if topology.node(m) else ())))
+    by_id = {n.id: n for n in topology.nodes}
+    return tuple(sorted(c for m in p.members if m in by_id for c in by_id[m].cpus))
+
+
+def _total(node: Node | None) -> int:
+    return node.memory.total_bytes if node is not None and node.memory is not None else 0
 
 
 def _first(topology: Topology, p: _Part) -> int:

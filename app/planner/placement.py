@@ -125,13 +125,17 @@ def parse_launch(numactl: str | Sequence[str] | None, topology: Topology, visibl
     args = shlex.split(numactl) if isinstance(numactl, str) else list(numactl or [])
     if args and args[0].endswith("numactl"):
         args = args[1:]
-    mode, mem_nodes = "default", ()
+    mode: str = "default"
+    mem_nodes: tuple[int, ...] = ()
     cpus: tuple[int, ...] = ()
     cpu_words = ""
     i = 0
     while i < len(args):
         a = args[i]
-        opt, val = ([*a.split("=", 1), None])[:2] if a.startswith("--") else (a, None)
+        val: str | None = None
+        opt = a
+        if a.startswith("--") and "=" in a:
+            opt, val = a.split("=", 1)
         if opt in _FLAGS:
             mode, mem_nodes = _FLAGS[opt], ()
             i += 1
@@ -160,7 +164,8 @@ def parse_launch(numactl: str | Sequence[str] | None, topology: Topology, visibl
                 raise ValueError(f"numactl {opt} takes one node (got {val!r})")
         elif _CPU_OPTS[opt] == "nodes":
             nodes = _nodes(val, topology, opt)
-            cpus = tuple(sorted(c for n in nodes for c in (topology.node(n).cpus if topology.node(n) else ())))
+            by_id = {nd.id: nd for nd in topology.nodes}
+            cpus = tuple(sorted(c for n in nodes if n in by_id for c in by_id[n].cpus))
             cpu_words = f"--cpunodebind={format_cpulist(nodes)}"
         else:
             t = val.strip()
