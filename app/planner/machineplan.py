@@ -85,7 +85,10 @@ def plan(
 ) -> tuple[Plan, Placement]:
     """The plan on the what-if machine and its placement cost. A running engine's memory is counted back
     only on the machine as it is (its node ids mean nothing on a derived one)."""
-    p = make_plan(model, what.topology, config, engine=engine if not what.machine.is_whatif else None)
+    topo = what.topology
+    if what.machine.is_whatif and engine is not None:
+        topo = count_back(what, engine)
+    p = make_plan(model, topo, config, engine=engine if not what.machine.is_whatif else None)
     pl = place(p, what.machine, what.launch)
     if pl.verdict == "oom" and p.verdict in ("fits", "spills"):
         p = p.model_copy(update={"verdict": "oom"})
@@ -101,9 +104,8 @@ def solve_ranked(
     engine: Engine | None = None,
 ) -> list[tuple[Candidate, Placement]]:
     """``solve`` on the what-if machine, re-ranked with the remote-traffic cost (``placement.cost_score``)."""
-    cands = solve(
-        model, what.topology, base, limit=max(limit * 3, 30), engine=engine if not what.machine.is_whatif else None
-    )
+    topo = count_back(what, engine) if what.machine.is_whatif and engine is not None else what.topology
+    cands = solve(model, topo, base, limit=max(limit * 3, 30), engine=engine if not what.machine.is_whatif else None)
     out: list[tuple[Candidate, Placement]] = []
     for c in cands:
         pl = place(c.plan, what.machine, what.launch)
@@ -117,6 +119,24 @@ def solve_ranked(
         out.append((c.model_copy(update={"score": cost_score(c.score, pl), "why": why}), pl))
     out.sort(key=lambda cp: (-cp[0].score, cp[0].config.tp * cp[0].config.pp, cp[0].config.pp))
     return out[: max(0, limit)]
+
+
+def count_back(what: MachineWhatIf, engine: Engine) -> Topology:
+    """The derived machine with the running engine's workers' resident bytes counted as available again (the
+    engine is stopped for the BIOS change), mapped from today's nodes onto the derived ones."""
+    freed: dict[int, int] = {}
+    for w in engine.workers():
+        for old, b in w.node_bytes.items():
+            freed[old] = freed.get(old, 0) + b
+    nodes = []
+    for n in what.topology.nodes:
+        mem = n.memory
+        back = sum(freed.get(o, 0) for o in what.machine.derived_from.get(n.id, ()))
+        if mem is not None and back:
+            free = min(mem.total_bytes, mem.free_bytes + back)
+            mem = mem.model_copy(update={"free_bytes": free, "used_bytes": max(0, mem.total_bytes - free)})
+        nodes.append(n.model_copy(update={"memory": mem}))
+    return what.topology.model_copy(update={"nodes": tuple(nodes)})
 
 
 def candidate_json(c: Candidate, pl: Placement) -> dict[str, Any]:
