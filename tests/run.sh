@@ -1,8 +1,17 @@
 #!/usr/bin/env bash
 # Install everything the test suite needs, then run every test.
 # Used by the README's test command and by CI (.ci/run). Idempotent: a second run only runs tests.
+#   bash tests/run.sh           every test (what CI runs)
+#   bash tests/run.sh --fast    the fast tier: no real engine, VM, tmux or benchmark (~2 min);
+#                               installs only the project venv
 set -euo pipefail
 cd "$(dirname "$0")/.."
+FAST=0
+if [ "${1:-}" = "--fast" ]; then
+  FAST=1
+  shift
+  set -- -m "not (vm or vllm or tmux or slow)" "$@"
+fi
 export DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1
 
 say() { printf '\n== %s\n' "$*"; }
@@ -28,11 +37,11 @@ say "project venv (.venv)"
 .venv/bin/pip install -q -e '.[test]'
 
 # 3. Real testbeds, cached outside the repo: a vLLM CPU engine with a tiny model, and QEMU guests.
-if [ -f tests/testbed/build_vllm.sh ]; then
+if [ "$FAST" = 0 ] && [ -f tests/testbed/build_vllm.sh ]; then
   say "vLLM CPU testbed"
   bash tests/testbed/build_vllm.sh
 fi
-if [ -f tests/vm/build.sh ]; then
+if [ "$FAST" = 0 ] && [ -f tests/vm/build.sh ]; then
   say "QEMU multi-NUMA guests"
   bash tests/vm/build.sh
 fi

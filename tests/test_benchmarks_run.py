@@ -22,6 +22,7 @@ IN_CI = bool(os.environ.get("CI"))
 NUMBER = r"\d+\.\d+"
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_every_benchmark_runs_in_quick_mode_and_prints_its_table() -> None:
     missing = [tool for tool in ("tmux", "numastat") if not shutil.which(tool)]

@@ -270,6 +270,7 @@ def check_rules_and_dashboard_evaluate(prom: PrometheusServer) -> None:
     assert not empty, f"dashboard queries with no data: {empty}"
 
 
+@pytest.mark.slow
 def test_real_prometheus_scrapes_the_exporter_on_a_vllm_shaped_tree(tmp_path, prometheus, numactl):
     with (
         VllmShapedTree(tmp_path / "tree", tp=2, mib=48, threads=8) as tree,

@@ -277,10 +277,12 @@ class _StepPrinter:
         self._last: dict[str, float] = {}
 
     def __call__(self, step) -> None:
+        from numatop_llm.launcher import StepStatus
+
         self.current = step.name
         if not self.enabled:
             return
-        if step.status == "running":
+        if step.status == StepStatus.RUNNING:
             if step.countdown is None:
                 return
             now = time.monotonic()
@@ -289,7 +291,9 @@ class _StepPrinter:
             self._last[step.name] = now
             print(f"  [ .. ] {step.name:<16} {step.message} ({step.countdown:.0f} s left)", flush=True)
             return
-        mark = {"ok": " ok ", "failed": "FAIL", "skipped": "skip"}.get(step.status, step.status)
+        mark = {StepStatus.OK: " ok ", StepStatus.FAILED: "FAIL", StepStatus.SKIPPED: "skip"}.get(
+            step.status, step.status
+        )
         print(f"  [{mark}] {step.name:<16} {step.seconds:6.1f} s  {step.message}", flush=True)
 
 

@@ -24,7 +24,6 @@ from numatop_llm.monitor.session import MonitorSession
 from numatop_llm.monitor.sources import Source
 from numatop_llm.monitor.state import AppState, clock
 from numatop_llm.monitor.ticker import Ticker
-from numatop_llm.planner import PlanConfig
 from numatop_llm.probes.models import Engine, Snapshot
 from numatop_llm.probes.textio import is_denied
 from numatop_llm.recording import Recorder
@@ -39,6 +38,7 @@ from numatop_llm.widgets.relaunch_view import RelaunchScreen
 
 if TYPE_CHECKING:  # pragma: no cover
     from numatop_llm.launcher import Step
+    from numatop_llm.planner import PlanConfig
 
 INTERVALS = (0.5, 1.0, 2.0, 5.0, 10.0)
 

@@ -17,7 +17,7 @@ from numatop_llm.launcher.diff import diff
 from numatop_llm.launcher.journal import Journal, RelaunchRecord, read_history
 from numatop_llm.launcher.relaunch import Relaunch
 from numatop_llm.launcher.spec import CaptureError, LaunchSpec, capture
-from numatop_llm.launcher.steps import BLOCKING_VERDICTS, FAILED, OK, RUNNING, SKIPPED, Outcome, Step
+from numatop_llm.launcher.steps import BLOCKING_VERDICTS, FAILED, OK, RUNNING, SKIPPED, Outcome, Step, StepStatus
 from numatop_llm.launcher.system import LiveSystem, ProcRef, System
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "Relaunch",
     "RelaunchRecord",
     "Step",
+    "StepStatus",
     "System",
     "capture",
     "diff",

@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
-RUNNING, OK, FAILED, SKIPPED = "running", "ok", "failed", "skipped"
+
+class StepStatus(StrEnum):
+    """Where a relaunch step stands (written to the journal as its value)."""
+
+    RUNNING = "running"
+    OK = "ok"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+RUNNING, OK, FAILED, SKIPPED = StepStatus.RUNNING, StepStatus.OK, StepStatus.FAILED, StepStatus.SKIPPED
 #: planner verdicts that block a relaunch unless forced
 BLOCKING_VERDICTS = ("oom", "error")
 METRIC_RUNNING = "vllm:num_requests_running"
@@ -17,7 +28,7 @@ class Step:
     """One step's state. ``countdown`` is the seconds left before the step's timeout (while running)."""
 
     name: str
-    status: str
+    status: StepStatus
     message: str = ""
     seconds: float = 0.0
     countdown: float | None = None

@@ -11,10 +11,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from numatop_llm import planner
-from numatop_llm.planner import ModelSpec, Plan
 from numatop_llm.probes.models import Engine, Topology
+
+if TYPE_CHECKING:  # the planner is imported on first use, on the sampler's thread (first frame stays fast)
+    from numatop_llm.planner import ModelSpec, Plan
 from numatop_llm.units import MIB
 
 BUNDLED_MODELS = Path(__file__).resolve().parent.parent / "data" / "models"
@@ -62,6 +64,8 @@ class EnginePlanner:
 
     def load(self, path: str) -> ModelSpec:
         """The model at ``path``; the bundled description of the same name when the path is unreadable."""
+        from numatop_llm import planner
+
         cached = self._models.get(path)
         if cached is not None:
             return cached
@@ -83,6 +87,8 @@ class EnginePlanner:
         return PlanVerdict(plan, self.problem if engine is not None and engine.is_vllm else None, self.note)
 
     def plan(self, engine: Engine | None, topology: Topology) -> Plan | None:
+        from numatop_llm import planner
+
         if engine is None or not engine.is_vllm:
             return None
         totals = tuple((n.id, (n.total_bytes or 0) // (64 * MIB)) for n in topology.nodes)

@@ -10,14 +10,17 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from numatop_llm.monitor.diagnoses import Finding, diagnose
 from numatop_llm.monitor.session import MonitorSample
-from numatop_llm.planner import Plan
 from numatop_llm.postmortem import Explanation, explain_kill
 from numatop_llm.probes.kernel_log import OomKill
 from numatop_llm.probes.models import Engine, Snapshot
 from numatop_llm.statedir import engine_record
+
+if TYPE_CHECKING:
+    from numatop_llm.planner import Plan
 
 #: samples of history kept for the memory plot (10 minutes at 1 Hz)
 HISTORY = 600
