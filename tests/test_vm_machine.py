@@ -39,7 +39,9 @@ READ_TOPOLOGY = (
 
 def test_interleave_places_pages_as_predicted(numa_vm: NumaVm) -> None:  # noqa: F811
     res = numa_vm.run(
-        "seed8", f"numactl --interleave=0-3 --cpunodebind=0 python3 -I tests/vm/interleave_probe.py --bytes {TOUCH}", timeout=300
+        "seed8",
+        f"numactl --interleave=0-3 --cpunodebind=0 python3 -I tests/vm/interleave_probe.py --bytes {TOUCH}",
+        timeout=300,
     ).check()
     out = json.loads(res.stdout.strip().splitlines()[-1])
     start, pages, page = out["start"], out["pages"], out["page_size"]
