@@ -51,6 +51,11 @@ class NodeMemory(Frozen):
         """What vLLM 0.32 calls a node's available memory: free + file LRU + reclaimable slab."""
         return self.free_bytes + self.active_file_bytes + self.inactive_file_bytes + self.sreclaimable_bytes
 
+    @classmethod
+    def byte_fields(cls) -> tuple[str, ...]:
+        """The byte counters (every field but ``numastat``): what scales when memory is summed or scaled."""
+        return tuple(name for name, f in cls.model_fields.items() if f.annotation is int)
+
 
 class Node(Frozen):
     """One NUMA node."""

@@ -38,19 +38,6 @@ from numatop_llm.probes.models import Node, NodeMemory, Package, Topology
 LOCAL_DISTANCE = 10
 #: a socket's sub-NUMA distance when the machine shows none today (Intel's SNC tables say 12)
 ASSUMED_SUB_NUMA_DISTANCE = 12
-_MEMORY_FIELDS = (
-    "total_bytes",
-    "free_bytes",
-    "used_bytes",
-    "file_bytes",
-    "anon_bytes",
-    "shmem_bytes",
-    "active_file_bytes",
-    "inactive_file_bytes",
-    "sreclaimable_bytes",
-    "hugepages_total_bytes",
-    "hugepages_free_bytes",
-)
 
 
 class MachineError(ValueError):
@@ -341,14 +328,15 @@ def _interleave(topology: Topology, sets: list[list[int]]) -> Machine:
 
 
 def _sum_memory(mems: Iterable[tuple[NodeMemory | None, float]]) -> NodeMemory | None:
-    vals = {f: 0 for f in _MEMORY_FIELDS}
+    fields = NodeMemory.byte_fields()
+    vals = {f: 0 for f in fields}
     numastat: dict[str, int] = {}
     any_mem = False
     for mem, share in mems:
         if mem is None:
             continue
         any_mem = True
-        for f in _MEMORY_FIELDS:
+        for f in fields:
             vals[f] += int(getattr(mem, f) * share)
         for k, v in mem.numastat.items():
             numastat[k] = numastat.get(k, 0) + int(v * share)

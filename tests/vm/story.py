@@ -27,7 +27,7 @@ from pathlib import Path
 
 from numatop_llm.planner import PlanConfig, make_plan, seed_model
 from numatop_llm.probes.cpulist import format_cpulist
-from numatop_llm.probes.models import Topology
+from numatop_llm.probes.models import NodeMemory, Topology
 from numatop_llm.probes.roots import SysRoots
 from numatop_llm.probes.topology import read_topology
 
@@ -35,19 +35,6 @@ SCALE = 64
 HOG = Path(__file__).resolve().parent / "hog.py"
 #: how long a rank may take to touch its memory in the guest (TCG is slow)
 RANK_DEADLINE = 240.0
-_INT_FIELDS = (
-    "total_bytes",
-    "free_bytes",
-    "used_bytes",
-    "file_bytes",
-    "anon_bytes",
-    "shmem_bytes",
-    "active_file_bytes",
-    "inactive_file_bytes",
-    "sreclaimable_bytes",
-    "hugepages_total_bytes",
-    "hugepages_free_bytes",
-)
 
 
 def scaled(topology: Topology, factor: int) -> Topology:
@@ -56,7 +43,7 @@ def scaled(topology: Topology, factor: int) -> Topology:
     for n in topology.nodes:
         mem = n.memory
         if mem is not None:
-            mem = mem.model_copy(update={f: getattr(mem, f) * factor for f in _INT_FIELDS})
+            mem = mem.model_copy(update={f: getattr(mem, f) * factor for f in NodeMemory.byte_fields()})
         nodes.append(n.model_copy(update={"memory": mem}))
     return topology.model_copy(
         update={"nodes": tuple(nodes), "system_mem_total_bytes": (topology.system_mem_total_bytes or 0) * factor}
