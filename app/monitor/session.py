@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from numatop_llm.monitor.planbridge import EnginePlanner, PlanVerdict
 from numatop_llm.monitor.sources import Source
@@ -60,16 +60,6 @@ class MonitorSample:
     lost_pid: int | None = None
     #: set when this sample followed a re-discovery: every engine found
     candidates: tuple[EngineCandidate, ...] | None = None
-    #: CPU seconds of the sample on the sampler's thread
-    cost_seconds: float = 0.0
-
-
-@dataclass
-class SessionCounters:
-    samples: int = 0
-    late_samples: int = 0
-    attaches: int = 0
-    last_attached: int | None = field(default=None, repr=False)
 
 
 class MonitorSession:
@@ -87,7 +77,6 @@ class MonitorSession:
         self.planner = planner
         self.remember = remember and source.live
         self.remember_every = remember_every
-        self.counters = SessionCounters()
         self.known: dict[int, KnownProcess] = {}
         self._rediscover = threading.Event()
         self._remembered: tuple[tuple, float] | None = None
@@ -102,7 +91,6 @@ class MonitorSession:
 
     def sample(self, late_seconds: float = 0.0) -> MonitorSample | None:
         """The next sample, or None when the source has ended (a replay)."""
-        t0 = time.thread_time()
         candidates = None
         if self._rediscover.is_set():
             self._rediscover.clear()
@@ -110,14 +98,8 @@ class MonitorSession:
         snap = self.source.sample(late_seconds)
         if snap is None:
             return None
-        self.counters.samples += 1
-        if snap.late_seconds > 0:
-            self.counters.late_samples += 1
         engine = snap.engine
         attached = self.source.attached_pid
-        if attached is not None and attached != self.counters.last_attached:
-            self.counters.attaches += 1
-        self.counters.last_attached = attached
         # kills first, matched against the processes seen before this sample (the victim is gone now)
         kills: list[EngineKill] = []
         current = {p.pid: p for p in engine.processes} if engine is not None else {}
@@ -143,7 +125,6 @@ class MonitorSession:
             attached_pid=attached,
             lost_pid=self.source.lost_pid,
             candidates=candidates,
-            cost_seconds=time.thread_time() - t0,
         )
 
     def _remember(self, snap: Snapshot) -> None:
