@@ -97,10 +97,14 @@ class LiveSource:
             self.attached_pid = pid
             self.lost_pid = None
 
+    def _discover(self) -> EngineCandidate | None:
+        """Look for running engines (kept in ``candidates``); the one to attach to."""
+        self.candidates = discover_engines(self.roots)
+        return pick_engine(self.candidates)
+
     def rediscover(self) -> list[EngineCandidate]:
         """Look for running engines again and attach to the best one; returns all found."""
-        self.candidates = discover_engines(self.roots)
-        best = pick_engine(self.candidates)
+        best = self._discover()
         self.attach(best.root_pid if best else None)
         return self.candidates
 
@@ -120,8 +124,7 @@ class LiveSource:
                 self.attached_pid = None
                 if self.follow:
                     # an engine relaunched under another pid is the same service: follow it now
-                    self.candidates = discover_engines(self.roots)
-                    best = pick_engine(self.candidates)
+                    best = self._discover()
                     if best is not None:
                         self.reader.attach(best.root_pid)
                         self.attached_pid = best.root_pid
